@@ -1,0 +1,208 @@
+"""The one noise interface: ``NoiseMethod.generate(train, budget, ctx) -> Poison``.
+
+A method implements :meth:`NoiseMethod.perturb` and returns float noise in [0, 1] pixel units. The
+base class owns everything a method could get wrong: it quantises to int8 1/255 units exactly as the
+reference code stores noise, projects onto the budget, and then refuses any result whose shape,
+dtype or norm is off, or that changed the labels or images it was given. It also records the cost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from benchmarks.types import Budget, Context, ImageSet, Poison
+
+
+class PoisonError(ValueError):
+    """Noise that breaks the contract (shape, dtype, budget, labels, inputs)."""
+
+
+@dataclasses.dataclass
+class Meter:
+    """Cost of a generation: steps, and forward calls / images through the watched models."""
+
+    steps: int = 0
+    forward_calls: int = 0
+    images_forwarded: int = 0
+
+    @contextmanager
+    def watch(self, model: nn.Module) -> Iterator[None]:
+        """Count every forward call of ``model`` while inside the block."""
+
+        def hook(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            self.forward_calls += 1
+            self.images_forwarded += int(args[0].shape[0])
+
+        handle = model.register_forward_pre_hook(hook)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+
+def config_hash(config: Any) -> str:
+    """8 hex digits identifying a config dataclass (or any JSON-able mapping)."""
+    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def check_options(cls: type, options: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate option overrides for the config dataclass ``cls``; lists become tuples.
+
+    Raises:
+        ValueError: naming the unknown key and the accepted ones, or the expected type.
+    """
+    fields = {f.name for f in dataclasses.fields(cls)}
+    defaults = cls()
+    out: dict[str, Any] = {}
+    for key, value in (options or {}).items():
+        if key not in fields:
+            raise ValueError(f"{cls.__qualname__}: unknown option {key!r}; accepted: {', '.join(sorted(fields))}")
+        default = getattr(defaults, key)
+        if isinstance(value, list):
+            value = tuple(value)
+        ok = (
+            isinstance(value, bool)
+            if isinstance(default, bool)
+            else (isinstance(value, int | float) and not isinstance(value, bool))
+            if isinstance(default, float)
+            else isinstance(value, type(default)) and not isinstance(value, bool)
+            if default is not None
+            else True
+        )
+        if not ok:
+            raise ValueError(f"{cls.__qualname__}.{key}: expected {type(default).__name__}, got {value!r}")
+        out[key] = float(value) if isinstance(default, float) else value
+    return out
+
+
+def quantize(delta: Tensor, budget: Budget, x_u8: Tensor | None = None) -> Tensor:
+    """Float noise in [0, 1] units -> int8 in 1/255 units inside the budget.
+
+    Rounds to the nearest 1/255 (as the REM/SEM code stores noise), clamps L-inf noise to
+    ``floor(radius)``; L2 noise whose rounded norm exceeds the radius is rescaled and truncated toward
+    zero, which can only shrink it. With ``x_u8`` (sample-wise noise) the noise is also clipped so
+    that ``x + delta`` stays in [0, 255]: the stored noise is then exactly what the published image
+    carries.
+    """
+    q = torch.round(delta.detach().float() * 255)
+    if budget.norm == "linf":
+        q = q.clamp_(-int(budget.radius), int(budget.radius))
+    else:
+        over = budget.norms(q) > budget.radius
+        if over.any():
+            raw = delta.detach().float()[over] * 255
+            scale = (budget.radius / budget.norms(raw).clamp_min(1e-12)).clamp(max=1.0)
+            q[over] = torch.trunc(raw * scale.view(-1, *[1] * (raw.dim() - 1)))
+        q = q.clamp_(-127, 127)
+    if x_u8 is not None:
+        x = x_u8.to(q.device, torch.float32)
+        q = torch.minimum(torch.maximum(q, -x), 255 - x)
+    return q.to(torch.int8)
+
+
+def validate_poison(poison: Poison, data: ImageSet, budget: Budget) -> None:
+    """Raise :class:`PoisonError` unless ``poison`` is valid int8 noise for ``data`` within ``budget``."""
+    d = poison.delta
+    expect = (data.num_classes, *data.shape) if poison.classwise else tuple(data.x.shape)
+    if d.dtype != torch.int8:
+        raise PoisonError(f"noise dtype must be int8 (1/255 units), got {d.dtype}")
+    if tuple(d.shape) != expect:
+        raise PoisonError(f"noise shape {tuple(d.shape)} does not match {expect}")
+    norms = budget.norms(d)
+    if len(norms) and float(norms.max()) > budget.radius + 1e-6:
+        raise PoisonError(
+            f"noise exceeds its budget: max {budget.norm} norm {float(norms.max()):.3f}/255 > {budget.radius}/255"
+        )
+
+
+def _fingerprint(x: Tensor) -> tuple[int, int]:
+    flat = x.flatten()
+    return int(flat.sum(dtype=torch.int64)), int(flat[::97].to(torch.int64).mul(31).sum())
+
+
+class NoiseMethod(ABC):
+    """Base class of every noise method.
+
+    Subclasses set ``name`` and ``Config`` (a frozen dataclass whose defaults are the paper's CIFAR
+    hyperparameters, each commented) and implement :meth:`perturb`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    citation: ClassVar[str] = ""
+    norms: ClassVar[tuple[str, ...]] = ("linf",)
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        base = config if config is not None else self.Config()
+        self.config = dataclasses.replace(base, **check_options(self.Config, overrides))
+
+    def budget(self, shape: tuple[int, ...], radius: float) -> Budget:
+        """The budget this method is held to for images of ``shape`` at the run's L-inf ``radius``."""
+        return Budget("linf", radius)
+
+    @property
+    def classwise(self) -> bool:
+        """Whether :meth:`perturb` returns one pattern per class ``(K, C, H, W)``."""
+        return bool(getattr(self.config, "classwise", False))
+
+    @abstractmethod
+    def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
+        """Compute float noise in [0, 1] pixel units.
+
+        Args:
+            train: the training set on ``ctx.device``; must not be modified.
+            budget: the norm ball the result is projected onto.
+            ctx: device, RNG and precision; every random draw uses ``ctx.generator(...)``.
+            meter: record steps and watch the models whose forward passes are the cost.
+
+        Shape:
+            float ``(N, C, H, W)``, or ``(K, C, H, W)`` when :attr:`classwise`.
+        """
+
+    def generate(self, train: ImageSet, budget: Budget, ctx: Context) -> Poison:
+        """Run the method and return checked int8 noise with its cost in ``stats``."""
+        if budget.norm not in self.norms:
+            raise PoisonError(f"method {self.name!r} supports norms {self.norms}, not {budget.norm!r}")
+        train = train.to(ctx.device)
+        labels, pixels = train.y.clone(), _fingerprint(train.x)
+        meter = Meter()
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        start = time.perf_counter()
+        delta = self.perturb(train, budget, ctx, meter)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        wall = time.perf_counter() - start
+        if not torch.equal(train.y, labels):
+            raise PoisonError(f"method {self.name!r} changed the training labels")
+        if _fingerprint(train.x) != pixels:
+            raise PoisonError(f"method {self.name!r} modified the training images in place")
+        poison = Poison(quantize(delta, budget, None if self.classwise else train.x), self.classwise)
+        validate_poison(poison, train, budget)
+        poison.delta = poison.delta.cpu()
+        poison.stats = {
+            "wall_s": wall,
+            "steps": meter.steps,
+            "forward_calls": meter.forward_calls,
+            "images_forwarded": meter.images_forwarded,
+            "device": device_name(ctx.device),
+        }
+        return poison
+
+
+def device_name(device: torch.device) -> str:
+    """A human name of the device, e.g. ``cpu (2 threads)`` or ``NVIDIA H100 80GB HBM3``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"

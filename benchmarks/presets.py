@@ -1,0 +1,111 @@
+"""Protocols as data: every number of a preset, per data set, in frozen dataclasses.
+
+``paper`` is the reference protocol (algorithms.md sections 4.4-6: ResNet-18, 40k SGD steps, PGD-10
+adversarial training, the REM/SEM generation scripts). ``smoke`` is a CPU-minutes protocol on a
+fixed class-balanced slice, tuned so that protection is still measurable (see its comments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.registry import PRESETS
+from benchmarks.train import TrainRecipe
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Everything a run needs besides the names on the command line."""
+
+    preset: str
+    dataset: str
+    recipe: TrainRecipe  # victim training
+    victim: str = "resnet18"  # default victim architecture
+    train_size: int | None = None  # class-balanced head of the training set (None = all)
+    test_size: int | None = None  # class-balanced head of the test set (None = all)
+    radius: float = 8.0  # rho_u, 1/255 units
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # option overrides per method
+    defenses: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # option overrides per defense
+
+    def method_options(self, method: str) -> dict[str, Any]:
+        return dict(self.methods.get(method, {}))
+
+    def defense_options(self, defense_template: str) -> dict[str, Any]:
+        return dict(self.defenses.get(defense_template, {}))
+
+
+# The REM/SEM victim protocol: SGD 0.1/0.9/5e-4, batch 128, 40k steps, LR x0.1 at 16k and 32k.
+PAPER_RECIPE = TrainRecipe("rem-40k", steps=40_000, milestones=(0.4, 0.8), eval_every=1000)
+
+# ImageNet subset: the generation scripts of scripts/in-mini (3000 steps, decay 1200, K_u 7, alpha_u 2,
+# J 4, inner PGD 7 x 1/255), RandomResizedCrop 224 + flip, and PGD-8 at rho_a/4 for the victim.
+_IMAGENET_MINMIN = {
+    "steps": 3000,
+    "lr_decay_every": 1200,
+    "noise_steps": 7,
+    "noise_step_size": 2.0,
+    "samples": 4,
+    "adv_steps": 7,
+    "adv_step_size": 1.0,
+    "augment": "resized_crop_flip",
+    "crop_size": 224,
+}
+
+
+@PRESETS.register("paper")
+def paper(dataset: str) -> Protocol:
+    """The reference protocol; method defaults are already the CIFAR scripts' values."""
+    if dataset == "imagenet-subset":
+        recipe = TrainRecipe(
+            "rem-40k-in", steps=40_000, milestones=(0.4, 0.8), augment="resized_crop_flip", crop_size=224
+        )
+        em = {**_IMAGENET_MINMIN, "adv_radius": 0.0, "samples": 1}
+        return Protocol(
+            "paper",
+            dataset,
+            recipe,
+            methods={"em": em},
+            defenses={"at<k>": {"steps": 8, "step_div": 4.0}},
+        )
+    return Protocol("paper", dataset, PAPER_RECIPE)
+
+
+# smoke: a CPU protocol (2 cores). Tuned on fashion-mnist; see the README for what it measures.
+SMOKE_RECIPE = TrainRecipe("smoke-300", steps=300, lr=0.05, schedule="cosine", eval_every=75)
+SMOKE_MINMIN = {"surrogate": "tiny_cnn", "steps": 300, "lr_decay_every": 10**9}
+
+
+@PRESETS.register("smoke")
+def smoke(dataset: str) -> Protocol:
+    """Tiny CNN on a 3000-image class-balanced slice; each run takes CPU minutes."""
+    return Protocol(
+        "smoke",
+        dataset,
+        SMOKE_RECIPE,
+        victim="tiny_cnn",
+        train_size=3000,
+        test_size=2000,
+        methods={
+            "em": dict(SMOKE_MINMIN),
+            "em-cw": {"surrogate": "tiny_cnn", "batch_size": 256, "max_rounds": 30},
+        },
+    )
+
+
+@PRESETS.register("tiny")
+def tiny(dataset: str) -> Protocol:
+    """Plumbing checks in seconds (tests, CI): the numbers it produces mean nothing."""
+    return Protocol(
+        "tiny",
+        dataset,
+        TrainRecipe("tiny-20", steps=20, batch_size=32, lr=0.05, schedule="cosine", eval_every=10),
+        victim="tiny_cnn",
+        train_size=256,
+        test_size=128,
+        methods={
+            "em": {"surrogate": "tiny_cnn", "steps": 4, "batch_size": 32, "noise_steps": 2},
+            "em-cw": {"surrogate": "tiny_cnn", "batch_size": 64, "max_rounds": 2, "train_steps": 2},
+        },
+    )

@@ -1,0 +1,230 @@
+"""The one training loop, ``fit``, and the ``Defense`` hooks it calls.
+
+A defense changes training in three places only: ``preprocess`` (once, on the uint8 training set:
+JPEG, grayscale, bit-depth reduction), ``augment`` (per batch, on the device, after the recipe's
+standard crop+flip: cutout, mixup, cutmix) and ``loss`` (adversarial training). ``none`` is the
+recipe's standard augmentation alone, which is itself a defense and is recorded as such.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from benchmarks import augment
+from benchmarks.pgd import pgd
+from benchmarks.types import Context, ImageSet
+
+
+@dataclass(frozen=True)
+class TrainRecipe:
+    """Every number of a victim (or surrogate) training protocol."""
+
+    name: str
+    steps: int  # SGD steps (the REM/SEM code counts steps, not epochs)
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: tuple[float, ...] = (0.4, 0.8)  # fractions of `steps` where the LR is multiplied by gamma
+    gamma: float = 0.1
+    grad_clip: float | None = None  # max grad norm; None = off
+    augment: Literal["crop_flip", "resized_crop_flip", "none"] = "crop_flip"
+    crop_pad: int = 4  # zero padding of the random crop
+    crop_size: int | None = None  # output side of the train crop / test centre crop (ImageNet: 224)
+    eval_every: int = 1000  # steps between clean test evaluations (peak accuracy is over these)
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.batch_size <= 0 or self.eval_every <= 0:
+            raise ValueError(f"recipe {self.name}: steps, batch_size and eval_every must be positive")
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate for 0-based ``step``."""
+        if self.schedule == "cosine":
+            return 0.5 * self.lr * (1 + math.cos(math.pi * step / self.steps))
+        if self.schedule == "step":
+            return self.lr * self.gamma ** sum(step >= round(m * self.steps) for m in self.milestones)
+        return self.lr
+
+    def train_augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        if self.augment == "crop_flip":
+            return augment.crop_flip(x, generator, self.crop_pad)
+        if self.augment == "resized_crop_flip":
+            return augment.resized_crop_flip(x, generator, self.crop_size or x.shape[-1])
+        return x
+
+    def test_view(self, x: Tensor) -> Tensor:
+        return augment.center_crop(x, self.crop_size) if self.crop_size else x
+
+
+class Defense:
+    """Training-time defense hooks; the base class is ``none`` (the recipe's augmentation only)."""
+
+    name: str = "none"
+    #: whether ``augment`` and ``loss`` take one-hot float labels (mixup, cutmix)
+    soft_labels: bool = False
+    #: what the defender uses beyond the poisoned set (threat-model metadata for the results)
+    extra_data: str = "none"
+
+    def config(self) -> dict[str, Any]:
+        """The defense's parameters, stored with every result."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """Applied once to the uint8 training images. Shape: uint8 ``(N, C, H, W)`` -> same."""
+        return x
+
+    def augment(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Per batch on the device after the standard augmentation; ``y`` may become soft ``(N, K)``."""
+        return x, y
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
+        """Training loss of one batch; ``y`` is int64 ``(N,)`` or soft float ``(N, K)``."""
+        return F.cross_entropy(model(x), y)
+
+
+def adversarial_loss(
+    model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, generator: torch.Generator
+) -> Tensor:
+    """Madry adversarial training loss: cross-entropy on the L-inf PGD example of ``x``.
+
+    The attack runs with BN in eval mode and a uniform random start; the update uses train mode.
+    """
+    delta = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=True, generator=generator)
+    return F.cross_entropy(model(x + delta), y)
+
+
+@dataclass
+class FitResult:
+    """What a training run measured. Accuracies are fractions in [0, 1] on the clean test set."""
+
+    final_acc: float
+    peak_acc: float
+    peak_step: int
+    train_acc: float  # accuracy on the (augmented, defended) training batches of the last eval period
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    wall_s: float = 0.0
+    steps: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged (NaN or inf loss)."""
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, data: ImageSet, ctx: Context, recipe: TrainRecipe | None = None, batch: int = 1000
+) -> float:
+    """Clean top-1 accuracy of ``model`` on ``data`` (eval mode; mode restored)."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(data), batch):
+        x = data.x[i : i + batch].to(ctx.device, non_blocking=True).float().div_(255)
+        if recipe is not None:
+            x = recipe.test_view(x)
+        if ctx.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with ctx.autocast():
+            pred = model(x).argmax(1)
+        correct += int((pred == data.y[i : i + batch].to(ctx.device)).sum())
+    model.train(was_training)
+    return correct / max(len(data), 1)
+
+
+def make_optimizer(model: nn.Module, recipe: TrainRecipe) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+        nesterov=recipe.nesterov,
+    )
+
+
+def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, recipe: TrainRecipe, step: int) -> None:
+    """One parameter update with the recipe's LR schedule and gradient clipping."""
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(f"non-finite training loss {float(loss)} at step {step}")
+    for group in opt.param_groups:
+        group["lr"] = recipe.lr_at(step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if recipe.grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+    opt.step()
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Any:
+    """Endless shuffled index batches of a data set of size ``n`` (drop_last, like the reference)."""
+    batch_size = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=generator, device=device)
+        for i in range(0, n - batch_size + 1, batch_size):
+            yield perm[i : i + batch_size]
+
+
+def fit(
+    model: nn.Module,
+    train: ImageSet,
+    test: ImageSet,
+    defense: Defense,
+    recipe: TrainRecipe,
+    ctx: Context,
+    desc: str = "train",
+) -> FitResult:
+    """Train ``model`` on ``train`` under ``defense`` and report clean test accuracy.
+
+    Data stay uint8 on ``ctx.device``; each batch is converted, augmented and attacked there.
+    Evaluates every ``recipe.eval_every`` steps and at the end: ``final_acc`` is the last
+    evaluation, ``peak_acc`` the best one (oracle early stopping, reported separately).
+    """
+    start = time.perf_counter()
+    model = ctx.prepare(model).train()
+    x_all = defense.preprocess(train.x.to(ctx.device))
+    if x_all.dtype != torch.uint8 or x_all.shape != train.x.shape:
+        raise ValueError(f"defense {defense.name}: preprocess must return uint8 {tuple(train.x.shape)}")
+    y_all = train.y.to(ctx.device)
+    opt = make_optimizer(model, recipe)
+    g_data, g_aug = ctx.generator("fit", "data"), ctx.generator("fit", "augment")
+    curve: list[tuple[int, float]] = []
+    correct = seen = 0
+    train_acc = 0.0
+    bar = tqdm(total=recipe.steps, desc=desc, disable=not ctx.progress, leave=False, dynamic_ncols=True)
+    for step, idx in enumerate(batches(len(train), recipe.batch_size, g_data, ctx.device)):
+        if step >= recipe.steps:
+            break
+        x = recipe.train_augment(x_all[idx].float().div_(255), g_aug)
+        y = F.one_hot(y_all[idx], train.num_classes).float() if defense.soft_labels else y_all[idx]
+        x, y = defense.augment(x, y, g_aug)
+        if ctx.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with ctx.autocast():
+            loss = defense.loss(model, x, y, g_aug)
+        sgd_step(model, opt, loss, recipe, step)
+        if step % 10 == 0:  # cheap running train accuracy on the clean-label batch
+            with torch.no_grad(), ctx.autocast():
+                hard = y if y.dim() == 1 else y.argmax(1)
+                correct += int((model(x).argmax(1) == hard).sum())
+                seen += len(hard)
+        bar.update(1)
+        if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
+            acc = evaluate(model, test, ctx, recipe)
+            curve.append((step + 1, acc))
+            train_acc, correct, seen = (correct / seen if seen else train_acc), 0, 0
+            bar.set_postfix(test_acc=f"{acc:.3f}", loss=f"{float(loss.detach()):.3f}")
+    bar.close()
+    peak_step, peak = max(curve, key=lambda p: p[1])
+    return FitResult(curve[-1][1], peak, peak_step, train_acc, curve, time.perf_counter() - start, recipe.steps)

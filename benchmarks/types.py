@@ -1,0 +1,175 @@
+"""Core types: ImageSet, Budget, Poison, Context.
+
+Pixel convention everywhere: images are uint8 in [0, 255]; models take float input in [0, 1] and
+normalise inside; noise is int8 in 1/255 units and is applied with exact integer arithmetic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A whole labelled image set as tensors on one device.
+
+    Shape:
+        x: uint8 ``(N, C, H, W)`` in [0, 255]; y: int64 ``(N,)`` in [0, num_classes).
+    """
+
+    x: Tensor
+    y: Tensor
+    num_classes: int
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.dim() != 4:
+            raise ValueError(
+                f"ImageSet {self.name}: x must be uint8 (N,C,H,W), got {self.x.dtype} {tuple(self.x.shape)}"
+            )
+        if self.y.dtype != torch.int64 or self.y.shape != (self.x.shape[0],):
+            raise ValueError(f"ImageSet {self.name}: y must be int64 (N,), got {self.y.dtype} {tuple(self.y.shape)}")
+        if len(self.y) and (int(self.y.min()) < 0 or int(self.y.max()) >= self.num_classes):
+            raise ValueError(f"ImageSet {self.name}: labels outside [0, {self.num_classes})")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        return ImageSet(self.x.to(device), self.y.to(device), self.num_classes, self.name)
+
+    def subset(self, index: Tensor, name: str | None = None) -> ImageSet:
+        index = index.to(self.x.device)
+        return ImageSet(self.x[index], self.y[index], self.num_classes, name or self.name)
+
+    def with_images(self, x: Tensor, name: str | None = None) -> ImageSet:
+        return ImageSet(x, self.y, self.num_classes, name or self.name)
+
+    def fingerprint(self) -> str:
+        """A content hash of images and labels (sha256, 16 hex digits)."""
+        h = hashlib.sha256()
+        h.update(self.x.cpu().contiguous().numpy().tobytes())
+        h.update(self.y.cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Noise budget: ``norm`` and ``radius`` in 1/255 pixel units (the papers' rho_u = 8/255 is 8).
+
+    For ``l2`` the radius is the L2 norm of one image's noise in 1/255 units.
+    """
+
+    norm: Literal["linf", "l2"] = "linf"
+    radius: float = 8.0
+
+    def __post_init__(self) -> None:
+        if self.norm not in ("linf", "l2"):
+            raise ValueError(f"budget norm must be 'linf' or 'l2', got {self.norm!r}")
+        if not (isinstance(self.radius, int | float) and math.isfinite(self.radius) and self.radius > 0):
+            raise ValueError(f"budget radius must be a positive number of 1/255 units, got {self.radius!r}")
+        if self.norm == "linf" and self.radius > 127:
+            raise ValueError(f"linf radius {self.radius} exceeds 127/255, the int8 noise range")
+
+    @property
+    def eps(self) -> float:
+        """Radius in [0, 1] pixel units."""
+        return self.radius / 255
+
+    def norms(self, delta: Tensor) -> Tensor:
+        """Per-sample norm of int/float noise in 1/255 units. Shape: ``(N,)``."""
+        flat = delta.flatten(1).float()
+        return flat.abs().amax(1) if self.norm == "linf" else flat.norm(dim=1)
+
+
+@dataclass
+class Poison:
+    """Protective noise for a training set.
+
+    Shape:
+        delta: int8 ``(N, C, H, W)`` in 1/255 units, or class-wise ``(K, C, H, W)`` when ``classwise``.
+    """
+
+    delta: Tensor
+    classwise: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def per_sample(self, y: Tensor) -> Tensor:
+        """Sample-wise int8 noise ``(N, C, H, W)`` (class-wise noise expanded by label)."""
+        return self.delta[y.to(self.delta.device)] if self.classwise else self.delta
+
+    def apply(self, data: ImageSet) -> ImageSet:
+        """The protected set a data owner would publish: ``clip(int16(x) + delta, 0, 255)`` as uint8."""
+        delta = self.per_sample(data.y).to(data.x.device)
+        if delta.shape != data.x.shape:
+            raise ValueError(f"noise shape {tuple(delta.shape)} does not match images {tuple(data.x.shape)}")
+        x = (data.x.to(torch.int16) + delta.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
+        return data.with_images(x)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any printable parts; stable across runs, processes and machines."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class Context:
+    """Where and how to compute: device, seed, mixed precision, progress bars.
+
+    Every random draw in methods and training comes from :meth:`generator`, so a run is a function of
+    ``seed`` and the tags that name what is drawn.
+    """
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    amp: bool | None = None  # bf16 autocast; None = on for CUDA
+    channels_last: bool | None = None  # None = on for CUDA
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        if self.amp is None:
+            self.amp = self.device.type == "cuda"
+        if self.channels_last is None:
+            self.channels_last = self.device.type == "cuda"
+
+    def generator(self, *tags: object) -> torch.Generator:
+        """A fresh generator on ``device`` seeded from ``(seed, *tags)``."""
+        g = torch.Generator(device=self.device)
+        g.manual_seed(derive_seed(self.seed, *tags))
+        return g
+
+    def manual_seed(self, *tags: object) -> None:
+        """Seed torch's global RNG (used only by model constructors) from ``(seed, *tags)``."""
+        torch.manual_seed(derive_seed(self.seed, "init", *tags))
+
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """bf16 autocast when enabled, else nothing."""
+        if self.amp:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Move a model to the device (channels_last where enabled)."""
+        model = model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def with_seed(self, seed: int) -> Context:
+        return Context(self.device, seed, self.amp, self.channels_last, self.progress)

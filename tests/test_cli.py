@@ -1,0 +1,91 @@
+"""The runner CLI: bad input fails cleanly; a small campaign writes cells, prints the matrix, resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import run as runner
+
+FAST = ["--dataset", "synthetic", "--preset", "tiny", "--no-progress"]
+
+
+def _run(tmp_path: Path, *args: str) -> int:
+    return runner.main([*args, "--results-dir", str(tmp_path / "res"), "--cache-dir", str(tmp_path / "cache")])
+
+
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--methods", "nope"], "unknown method 'nope'; accepted:"),
+        (["--methods", "x*"], "matches nothing"),
+        (["--victims", "nope"], "unknown victim 'nope'"),
+        (["--victims", "timm/not_a_model"], "unknown victim"),
+        (["--defense", "nope"], "unknown defense 'nope'; accepted:"),
+        (["--defense", "jpeg0"], "quality must be in 1..100"),
+        (["--defense", "at0"], "radius k must be in 1..64"),
+        (["--dataset", "nope"], "unknown dataset 'nope'"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--radius", "abc"], "--radius must be a number"),
+        (["--radius", "-1"], "--radius must be in (0, 127]"),
+        (["--radius", "400"], "--radius must be in (0, 127]"),
+        (["--seeds", "x"], "invalid int value"),
+        (["--seeds", "-3"], "non-negative"),
+        (["--methods"], "expected at least one argument"),
+        (["--set", "em.nope=1", "--methods", "em"], "unknown option 'nope'"),
+        (["--set", "em.steps=abc", "--methods", "em"], "expected int"),
+        (["--set", "sem.steps=1", "--methods", "em"], "not in --methods"),
+        (["--set", "garbage", "--methods", "em"], "METHOD.KEY=VALUE"),
+        (["--device", "tpu"], "--device must be"),
+        (["--device", "cuda:0"], "CUDA is not available"),
+        (["--bogus-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, capsys, args, expect) -> None:
+    if "cuda" in " ".join(args):
+        pytest.importorskip("torch")
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+    assert _run(tmp_path, "--dataset", "synthetic", *args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("uebench: error:") and expect in err and "\n" not in err
+    assert not any(tmp_path.iterdir()), "nothing may be written on bad input"
+
+
+def test_unwritable_results_dir(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = runner.main(["--dataset", "synthetic", "--results-dir", str(blocker / "sub"), "--cache-dir", str(tmp_path)])
+    assert code == 2
+    assert "--results-dir: cannot write" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys) -> None:
+    assert _run(tmp_path, "--dataset", "cifar10", "--data-root", str(tmp_path / "nothing")) == 2
+    err = capsys.readouterr().err
+    assert "--download" in err and not (tmp_path / "res").exists()
+
+
+@pytest.mark.timeout(300)
+def test_campaign_writes_cells_prints_matrix_and_resumes(tmp_path, capsys) -> None:
+    args = [*FAST, "--methods", "em", "random", "--defense", "none", "cutout"]
+    assert _run(tmp_path, *args) == 0
+    out = capsys.readouterr().out
+    cells = sorted((tmp_path / "res" / "synthetic" / "tiny").glob("*.json"))
+    assert len(cells) == 6  # (clean, em, random) x (none, cutout)
+    for line in ("clean", "em", "random", "none", "cutout", "results:"):
+        assert line in out
+    record = json.loads(cells[0].read_text())
+    assert record["status"] == "ok" and 0.0 <= record["metrics"]["final_acc"] <= 1.0
+    assert record["env"]["torch"] and record["recipe"]["name"] == "tiny-20"
+    stamps = {p: p.stat().st_mtime_ns for p in cells}
+    assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3
+
+    assert _run(tmp_path, *args, "--defense", "none", "cutout", "mixup") == 0  # resume: only mixup is new
+    out = capsys.readouterr().out
+    assert out.count("test acc final") == 3
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished cells must not be redone"

@@ -1,0 +1,12 @@
+"""``none``: the recipe's standard augmentation (crop + flip) and cross-entropy, nothing else."""
+
+from __future__ import annotations
+
+from benchmarks.registry import DEFENSES
+from benchmarks.train import Defense
+
+
+@DEFENSES.register("none")
+def none() -> Defense:
+    """The baseline every other defense is compared with (augmentation is itself a defense)."""
+    return Defense()
