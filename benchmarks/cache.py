@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ class NoiseCache:
                 raise PoisonError("checksum mismatch")
             poison = Poison(torch.from_numpy(delta.copy()), bool(meta["classwise"]), dict(meta["stats"]))
             validate_poison(poison, data, budget)
-        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             log.warning("noise cache %s is unusable (%s); regenerating", path, err)
             return None
         poison.stats["cache"] = "hit"

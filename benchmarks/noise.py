@@ -12,6 +12,8 @@ import dataclasses
 import hashlib
 import json
 import time
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,7 @@ class Meter:
     steps: int = 0
     forward_calls: int = 0
     images_forwarded: int = 0
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific facts, e.g. converged
 
     @contextmanager
     def watch(self, model: nn.Module) -> Iterator[None]:
@@ -56,33 +59,60 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def _accepts(kind: Any, value: Any) -> tuple[bool, Any]:
+    """Whether ``value`` fits the annotation ``kind``, and the value converted (int -> float, list -> tuple)."""
+    if kind is Any:
+        return True, value
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        for arm in typing.get_args(kind):
+            ok, converted = _accepts(arm, value)
+            if ok:
+                return True, converted
+        return False, value
+    if kind is type(None):
+        return value is None, value
+    if kind is bool:
+        return isinstance(value, bool), value
+    if isinstance(value, bool):
+        return False, value
+    if kind is float:
+        return isinstance(value, int | float), float(value) if isinstance(value, int | float) else value
+    origin = typing.get_origin(kind) or kind
+    if origin is tuple:
+        if isinstance(value, list):
+            value = tuple(value)
+        if not isinstance(value, tuple):
+            return False, value
+        args = typing.get_args(kind)
+        item = args[0] if args else Any
+        pairs = [_accepts(item, v) for v in value]
+        return all(ok for ok, _ in pairs), tuple(v for _, v in pairs)
+    if isinstance(origin, type):
+        return isinstance(value, origin), value
+    return True, value
+
+
 def check_options(cls: type, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate option overrides for the config dataclass ``cls``; lists become tuples.
+    """Validate option overrides for the config dataclass ``cls`` against its annotations.
+
+    ints are accepted (and converted) for float fields, lists for tuple fields; ``X | None`` fields
+    take ``None`` or an ``X``.
 
     Raises:
         ValueError: naming the unknown key and the accepted ones, or the expected type.
     """
+    hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    defaults = cls()
     out: dict[str, Any] = {}
     for key, value in (options or {}).items():
         if key not in fields:
             raise ValueError(f"{cls.__qualname__}: unknown option {key!r}; accepted: {', '.join(sorted(fields))}")
-        default = getattr(defaults, key)
-        if isinstance(value, list):
-            value = tuple(value)
-        ok = (
-            isinstance(value, bool)
-            if isinstance(default, bool)
-            else (isinstance(value, int | float) and not isinstance(value, bool))
-            if isinstance(default, float)
-            else isinstance(value, type(default)) and not isinstance(value, bool)
-            if default is not None
-            else True
-        )
+        kind = hints.get(key, Any)
+        ok, converted = _accepts(kind, value)
         if not ok:
-            raise ValueError(f"{cls.__qualname__}.{key}: expected {type(default).__name__}, got {value!r}")
-        out[key] = float(value) if isinstance(default, float) else value
+            name = getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+            raise ValueError(f"{cls.__qualname__}.{key}: expected {name}, got {value!r}")
+        out[key] = converted
     return out
 
 
@@ -126,9 +156,14 @@ def validate_poison(poison: Poison, data: ImageSet, budget: Budget) -> None:
         )
 
 
-def _fingerprint(x: Tensor) -> tuple[int, int]:
-    flat = x.flatten()
-    return int(flat.sum(dtype=torch.int64)), int(flat[::97].to(torch.int64).mul(31).sum())
+def _fingerprint(x: Tensor) -> str:
+    """A digest of every pixel (about 1 s per GB on the CPU), to detect in-place edits exactly."""
+    digest = hashlib.blake2b(digest_size=16)
+    flat = x.detach().reshape(-1)
+    chunk = 1 << 26
+    for start in range(0, flat.numel(), chunk):
+        digest.update(flat[start : start + chunk].cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 class NoiseMethod(ABC):
@@ -188,6 +223,9 @@ class NoiseMethod(ABC):
             raise PoisonError(f"method {self.name!r} changed the training labels")
         if _fingerprint(train.x) != pixels:
             raise PoisonError(f"method {self.name!r} modified the training images in place")
+        expect = (train.num_classes, *train.shape) if self.classwise else tuple(train.x.shape)
+        if tuple(delta.shape) != expect:
+            raise PoisonError(f"method {self.name!r} returned noise of shape {tuple(delta.shape)}, expected {expect}")
         poison = Poison(quantize(delta, budget, None if self.classwise else train.x), self.classwise)
         validate_poison(poison, train, budget)
         poison.delta = poison.delta.cpu()
@@ -197,6 +235,7 @@ class NoiseMethod(ABC):
             "forward_calls": meter.forward_calls,
             "images_forwarded": meter.images_forwarded,
             "device": device_name(ctx.device),
+            **meter.extra,
         }
         return poison
 

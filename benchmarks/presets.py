@@ -62,11 +62,12 @@ def paper(dataset: str) -> Protocol:
             "rem-40k-in", steps=40_000, milestones=(0.4, 0.8), augment="resized_crop_flip", crop_size=224
         )
         em = {**_IMAGENET_MINMIN, "adv_radius": 0.0, "samples": 1}
+        rem = {**_IMAGENET_MINMIN, "inner_steps": 7, "inner_step_size": 1.0}
         return Protocol(
             "paper",
             dataset,
             recipe,
-            methods={"em": em},
+            methods={"em": em, "rem": rem, "sem": dict(_IMAGENET_MINMIN)},
             defenses={"at<k>": {"steps": 8, "step_div": 4.0}},
         )
     return Protocol("paper", dataset, PAPER_RECIPE)
@@ -105,7 +106,10 @@ def tiny(dataset: str) -> Protocol:
         train_size=256,
         test_size=128,
         methods={
-            "em": {"surrogate": "tiny_cnn", "steps": 4, "batch_size": 32, "noise_steps": 2},
+            **{
+                m: {"surrogate": "tiny_cnn", "steps": 4, "batch_size": 32, "noise_steps": 2}
+                for m in ("em", "rem", "sem")
+            },
             "em-cw": {"surrogate": "tiny_cnn", "batch_size": 64, "max_rounds": 2, "train_steps": 2},
         },
     )

@@ -62,8 +62,9 @@ def validate_cell(record: Any) -> list[str]:
     if record.get("schema") != SCHEMA:
         problems.append(f"schema {record.get('schema')!r} is not {SCHEMA}")
     if record.get("status") == "ok":
+        metrics = record.get("metrics")
         for name in ("final_acc", "peak_acc"):
-            value = record.get("metrics", {}).get(name)
+            value = metrics.get(name) if isinstance(metrics, dict) else None
             if not isinstance(value, float) or not 0.0 <= value <= 1.0:
                 problems.append(f"metrics.{name} must be a float in [0, 1], got {value!r}")
     return problems

@@ -118,7 +118,7 @@ class ClassWiseErrorMinimizing(NoiseMethod):
                 error = self._error(model, data, patterns, ctx)
                 if error < cfg.stop_error:
                     break
-        meter.converged = error < cfg.stop_error  # type: ignore[attr-defined]
+        meter.extra.update(converged=error < cfg.stop_error, final_error=error)
         return patterns
 
     def _update_patterns(

@@ -93,13 +93,6 @@ class _SwapsPixels(_Uniform):
         return super().perturb(train, budget, ctx, meter)
 
 
-class _WrongShape(_Uniform):
-    name = "wrong-shape"
-
-    def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        return torch.zeros((len(train) + 1, *train.shape))
-
-
 class _CountsForwards(_Uniform):
     name = "counts"
 
@@ -161,8 +154,8 @@ def test_quantize_l2_every_norm_within_radius(radius) -> None:
     assert q.dtype == torch.int8
     norms = budget.norms(q)
     assert float(norms.max()) <= radius + 1e-6
-    # far over-budget noise is rescaled to close to the radius, not zeroed
-    assert float(norms[6]) > 0.8 * radius
+    # far over-budget noise is rescaled toward the radius, not zeroed (truncation loses a part of it)
+    assert float(norms[6]) > 0.5 * radius
     assert float(norms[7]) == 0.0
 
 
@@ -173,13 +166,12 @@ def test_quantize_l2_under_budget_is_plain_rounding() -> None:
 
 
 def test_quantize_l2_rounding_over_budget_is_truncated() -> None:
-    # raw norm 5.0 exactly at the radius; rounding up (3.6 -> 4, 3.3 -> 3 etc.) would exceed it
-    delta = torch.tensor([[3.0, 4.0]]).view(1, 1, 1, 2)
-    delta = delta / delta.norm() * 5.0
-    delta = delta + torch.tensor([0.45, 0.45]).view(1, 1, 1, 2) - torch.tensor([0.0, 0.6]).view(1, 1, 1, 2)
+    # raw norm 4.50 is within the radius 5, but rounding (2.6 -> 3) would give 5.20: truncate instead
+    delta = torch.tensor([2.6, 2.6, 2.6, 0.0]).view(1, 1, 2, 2) / 255
     budget = Budget("l2", 5.0)
-    q = quantize(delta / 255, budget)
-    assert float(budget.norms(q).max()) <= 5.0 + 1e-6
+    q = quantize(delta, budget)
+    assert torch.equal(q, torch.tensor([2, 2, 2, 0], dtype=torch.int8).view(1, 1, 2, 2))
+    assert float(budget.norms(q)[0]) <= 5.0
 
 
 def test_quantize_l2_respects_image_range() -> None:
@@ -214,7 +206,13 @@ def test_validate_poison_rejects_wrong_dtype(data, dtype) -> None:
 
 @pytest.mark.parametrize(
     ("shape", "classwise"),
-    [((15, 3, 8, 8), False), ((16, 1, 8, 8), False), ((4, 3, 8, 8), False), ((16, 3, 8, 8), True), ((3, 3, 8, 8), True)],
+    [
+        ((15, 3, 8, 8), False),
+        ((16, 1, 8, 8), False),
+        ((4, 3, 8, 8), False),
+        ((16, 3, 8, 8), True),
+        ((3, 3, 8, 8), True),
+    ],
 )
 def test_validate_poison_rejects_wrong_shape(data, shape, classwise) -> None:
     with pytest.raises(PoisonError, match="shape"):
@@ -300,11 +298,6 @@ def test_generate_rejects_in_place_image_changes(data) -> None:
         _ChangesImages().generate(data, Budget(), Context(progress=False))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: generate() detects in-place image edits with a sum + strided-sample fingerprint (noise.py "
-    "_fingerprint), which misses edits that keep the sum and avoid every 97th pixel",
-)
 def test_generate_rejects_sum_preserving_in_place_image_changes() -> None:
     x = torch.full((2, 1, 8, 8), 100, dtype=torch.uint8)
     train = ImageSet(x, torch.tensor([0, 1]), 2, "t")
@@ -312,9 +305,27 @@ def test_generate_rejects_sum_preserving_in_place_image_changes() -> None:
         _SwapsPixels().generate(train, Budget(), Context(progress=False))
 
 
-def test_generate_rejects_wrong_shape(data) -> None:
+@pytest.mark.parametrize("lead", [17, 1])
+def test_generate_rejects_wrong_shape(data, lead) -> None:
+    class WrongShape(_Uniform):
+        name = "wrong-shape"
+
+        def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
+            return torch.zeros((lead, *train.shape))
+
     with pytest.raises(PoisonError, match="shape"):
-        _WrongShape().generate(data, Budget(), Context(progress=False))
+        WrongShape().generate(data, Budget(), Context(progress=False))
+
+
+def test_generate_rejects_wrong_classwise_shape(data) -> None:
+    class WrongClasswise(_Uniform):
+        name = "wrong-classwise"
+
+        def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
+            return torch.zeros((train.num_classes + 1, *train.shape))
+
+    with pytest.raises(PoisonError, match="shape"):
+        WrongClasswise(classwise=True).generate(data, Budget(), Context(progress=False))
 
 
 def test_generate_rejects_unsupported_norm(data) -> None:
@@ -388,21 +399,12 @@ def test_check_options_converts() -> None:
     assert check_options(_Opts, None) == {} and check_options(_Opts, {}) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_options skips type handling when the default is None, so an int for a `float | None` "
-    "field (sc.eps=8) stays int and config_hash differs from eps=8.0",
-)
 def test_check_options_converts_int_for_optional_float_field() -> None:
     out = check_options(_Opts, {"maybe": 8})
     assert isinstance(out["maybe"], float)
     assert config_hash(_Opts(**out)) == config_hash(_Opts(maybe=8.0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_options accepts any value for a field whose default is None (no type check)",
-)
 def test_check_options_rejects_wrong_type_for_optional_field() -> None:
     with pytest.raises(ValueError, match="maybe"):
         check_options(_Opts, {"maybe": "abc"})

@@ -24,7 +24,8 @@ class Cutout(Defense):
         cx = torch.randint(0, w, (n, 1, 1), generator=generator, device=x.device)
         rows = torch.arange(h, device=x.device).view(1, h, 1)
         cols = torch.arange(w, device=x.device).view(1, 1, w)
-        inside = ((rows - cy).abs() * 2 < length) & ((cols - cx).abs() * 2 < length)
+        half = length // 2  # as the reference: rows [cy - L//2, cy + L//2), clipped at the border
+        inside = (rows >= cy - half) & (rows < cy + half) & (cols >= cx - half) & (cols < cx + half)
         return x.masked_fill(inside[:, None], 0.0), y
 
 

@@ -1,0 +1,1 @@
+"""Analysis of a results store: robustness metrics, correlation, speed, gallery."""
