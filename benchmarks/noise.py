@@ -37,6 +37,8 @@ class Meter:
     forward_calls: int = 0
     images_forwarded: int = 0
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # method-specific facts, e.g. converged
+    #: the final surrogate, if the method has one: generate() measures its robustness on the poison
+    surrogate: nn.Module | None = None
 
     @contextmanager
     def watch(self, model: nn.Module) -> Iterator[None]:
@@ -228,6 +230,7 @@ class NoiseMethod(ABC):
             raise PoisonError(f"method {self.name!r} returned noise of shape {tuple(delta.shape)}, expected {expect}")
         poison = Poison(quantize(delta, budget, None if self.classwise else train.x), self.classwise)
         validate_poison(poison, train, budget)
+        robust = self._robustness(meter.surrogate, poison, train, ctx)
         poison.delta = poison.delta.cpu()
         poison.stats = {
             "wall_s": wall,
@@ -236,8 +239,20 @@ class NoiseMethod(ABC):
             "images_forwarded": meter.images_forwarded,
             "device": device_name(ctx.device),
             **meter.extra,
+            **robust,
         }
         return poison
+
+    def _robustness(self, model: nn.Module | None, poison: Poison, train: ImageSet, ctx: Context) -> dict[str, Any]:
+        """Surrogate and noise robustness (analysis.robustness) at the surrogate's rho_a, timed separately."""
+        if model is None:
+            return {}
+        from analysis.robustness import DEFAULT_RADIUS, robustness
+
+        start = time.perf_counter()
+        radius = float(getattr(self.config, "adv_radius", 0.0)) or DEFAULT_RADIUS
+        out = robustness(model, poison.apply(train), ctx, radius)
+        return {**out, "robustness_s": time.perf_counter() - start}
 
 
 def device_name(device: torch.device) -> str:

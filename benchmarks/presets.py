@@ -63,11 +63,13 @@ def paper(dataset: str) -> Protocol:
         )
         em = {**_IMAGENET_MINMIN, "adv_radius": 0.0, "samples": 1}
         rem = {**_IMAGENET_MINMIN, "inner_steps": 7, "inner_step_size": 1.0}
+        # TAP: scripts/in-mini/gen_tap.sh (100 steps of 0.16/255), surrogate with the ImageNet victim recipe
+        tap = {"steps": 100, "step_size": 0.16, "augment": "resized_crop_flip", "crop_size": 224}
         return Protocol(
             "paper",
             dataset,
             recipe,
-            methods={"em": em, "rem": rem, "sem": dict(_IMAGENET_MINMIN)},
+            methods={"em": em, "rem": rem, "sem": dict(_IMAGENET_MINMIN), "tap": tap},
             defenses={"at<k>": {"steps": 8, "step_div": 4.0}},
         )
     return Protocol("paper", dataset, PAPER_RECIPE)
@@ -76,6 +78,19 @@ def paper(dataset: str) -> Protocol:
 # smoke: a CPU protocol (2 cores). Tuned on fashion-mnist; see the README for what it measures.
 SMOKE_RECIPE = TrainRecipe("smoke-300", steps=300, lr=0.05, schedule="cosine", eval_every=75)
 SMOKE_MINMIN = {"surrogate": "tiny_cnn", "steps": 300, "lr_decay_every": 10**9}
+# REM/SEM on the smoke slice: K_u 5 x 3.2/255, J 2, surrogate PGD-5 x 1.6/255 at rho_a 4/255 (REM: inner PGD-3 x
+# 2/255), 300 steps: SEM generates in about 1 min on 2 cores. Measured (seed 0): these do NOT protect the smoke
+# victim under at4 (SEM 79.7 % vs clean 77.9 %), nor did K_u 10 x 1.6, J 1, 300 or 1000 steps (79.3-80.1 %),
+# a 1000-image slice (79.1 %) or rho_a 2 (see README "Known limits"): the tiny_cnn surrogate is too insensitive
+# to 8/255 for error-minimising noise to make its data easy (its accuracy on the protected set stays < 92 %).
+SMOKE_ROBUST = {
+    **SMOKE_MINMIN,
+    "noise_steps": 5,
+    "noise_step_size": 3.2,
+    "samples": 2,
+    "adv_steps": 5,
+    "adv_step_size": 1.6,
+}
 
 
 @PRESETS.register("smoke")
@@ -91,6 +106,18 @@ def smoke(dataset: str) -> Protocol:
         methods={
             "em": dict(SMOKE_MINMIN),
             "em-cw": {"surrogate": "tiny_cnn", "batch_size": 256, "max_rounds": 30},
+            "sem": dict(SMOKE_ROBUST),
+            "rem": {**SMOKE_ROBUST, "inner_steps": 3, "inner_step_size": 2.0},
+            # TAP: the clean surrogate is the smoke victim recipe; 100 crafting steps of 0.16/255 (the
+            # reference's ImageNet setting) instead of 250 x 0.064/255
+            "tap": {
+                "surrogate": "tiny_cnn",
+                "surrogate_steps": 300,
+                "surrogate_lr": 0.05,
+                "surrogate_schedule": "cosine",
+                "steps": 100,
+                "step_size": 0.16,
+            },
         },
     )
 
@@ -110,6 +137,7 @@ def tiny(dataset: str) -> Protocol:
                 m: {"surrogate": "tiny_cnn", "steps": 4, "batch_size": 32, "noise_steps": 2}
                 for m in ("em", "rem", "sem")
             },
+            "tap": {"surrogate": "tiny_cnn", "surrogate_steps": 4, "surrogate_batch_size": 32, "steps": 2},
             "em-cw": {"surrogate": "tiny_cnn", "batch_size": 64, "max_rounds": 2, "train_steps": 2},
         },
     )

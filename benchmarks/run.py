@@ -3,21 +3,29 @@
     python -m benchmarks.run --methods em sc random --defense none at4
     python -m benchmarks.run --dataset cifar10 --preset paper --methods em rem sem \\
         --victims resnet18 vgg16_bn --defense none at1 at2 at3 at4 --seeds 0 1 2
+    python -m benchmarks.run --noise-file my-poison.npz --defense none at4      # a poison made elsewhere
+    python -m benchmarks.run --executor ray --ray-address auto --methods em sem  # on a Ray cluster
 
-Everything is validated before anything is written: a bad name, radius, option, path or device is
-one line on stderr and exit code 2. Finished cells are skipped, so an interrupted run resumes.
+Everything is validated before anything is written: a bad name, radius, option, path, noise file or
+device is one line on stderr and exit code 2. Results and noise are written atomically and finished
+cells are skipped, so a run killed at any moment (SIGINT, SIGTERM, SIGKILL) resumes when the same
+command runs again.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -26,8 +34,11 @@ import torch
 from benchmarks.cache import NoiseCache
 from benchmarks.data import DatasetMissingError, load_dataset, stratified_head
 from benchmarks.env import environment
-from benchmarks.matrix import matrix, to_frame
+from benchmarks.executors import Executor, ExecutorError, LocalExecutor, check_resource, make_executor
+from benchmarks.io import remove_stale_temps
+from benchmarks.matrix import matrix, method_labels, to_frame
 from benchmarks.noise import NoiseMethod, config_hash
+from benchmarks.noisefile import FileNoise, NoiseFileError
 from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
@@ -37,6 +48,8 @@ from benchmarks.types import Budget, Context, ImageSet, Poison, derive_seed
 
 log = logging.getLogger("uebench")
 DEFAULT_CACHE = Path(os.environ.get("UEB_CACHE", Path.home() / ".cache" / "uebench" / "noise"))
+DEFAULT_METHODS = ("em", "sc", "random")
+MAX_SEED = 2**63 - 1
 
 
 class UsageError(Exception):
@@ -50,7 +63,22 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--methods", nargs="+", default=["em", "sc", "random"], help="method names or wildcards")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"method names or wildcards (default: {' '.join(DEFAULT_METHODS)}; none with --noise-file)",
+    )
+    p.add_argument(
+        "--noise-file",
+        dest="noise_files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="evaluate a poison made elsewhere (repeatable): .npz with int8 'delta' (N|K,C,H,W) or uint8\n"
+        "protected images 'x' (N,C,H,W), optional labels 'y'; or a folder of PNGs in data-set order",
+    )
     p.add_argument("--victims", nargs="+", default=None, help="victim names (default: the preset's)")
     p.add_argument(
         "--defense",
@@ -76,12 +104,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="METHOD.KEY=VALUE",
         help="override a method option, e.g. --set sem.samples=3 (repeatable)",
     )
+    p.add_argument(
+        "--sweep",
+        dest="sweeps",
+        action="append",
+        default=[],
+        metavar="METHOD.KEY=V1,V2,...",
+        help="one poison variant per value, e.g. --sweep sem.sample_radius=0,2,4,6 (repeatable; several keys of\n"
+        "one method give every combination)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--results-dir", type=Path, default=Path("results/cells"))
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache (default $UEB_CACHE)")
     p.add_argument("--no-clean", action="store_true", help="skip the clean baseline row")
     p.add_argument("--retry-errors", action="store_true", help="rerun cells whose last attempt failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--executor", choices=("local", "ray"), default="local", help="run here (default) or as Ray tasks")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local one)")
+    p.add_argument("--ray-cpus", type=float, default=None, help="CPUs per Ray task (default 1)")
+    p.add_argument("--ray-gpus", type=float, default=None, help="GPUs per Ray task on CUDA (default 1)")
     return p
 
 
@@ -99,6 +140,8 @@ class Plan:
     store: ResultStore
     cache: NoiseCache
     retry_errors: bool
+    #: (method name, method hash) -> key in ``methods``, for sweeps where one method has several variants
+    labels: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _parse_radius(text: str | None, default: float) -> float:
@@ -126,22 +169,98 @@ def _parse_options(items: Sequence[str], methods: Sequence[str]) -> dict[str, di
             value = json.loads(raw)
         except ValueError:
             value = raw
+        if not _finite(value):
+            raise UsageError(f"--set {item!r}: the value must be finite (no NaN or infinity)")
         out.setdefault(method, {})[key] = value
     return out
 
 
-def _device(text: str) -> torch.device:
+def _parse_sweeps(items: Sequence[str], methods: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """``METHOD.KEY=V1,V2,...`` -> per method, the list of option combinations (the cartesian product)."""
+    axes: dict[str, dict[str, list[Any]]] = {}
+    for item in items:
+        head, eq, raw = item.partition("=")
+        method, dot, key = head.partition(".")
+        if not (eq and dot and key and raw):
+            raise UsageError(f"--sweep expects METHOD.KEY=V1,V2,..., got {item!r}")
+        if method not in methods:
+            raise UsageError(f"--sweep {item!r}: method {method!r} is not in --methods ({' '.join(methods)})")
+        values = []
+        for text in raw.split(","):
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = text
+            if text == "" or not _finite(value):
+                raise UsageError(f"--sweep {item!r}: values must be non-empty and finite")
+            values.append(value)
+        if len(set(map(str, values))) != len(values):
+            raise UsageError(f"--sweep {item!r}: repeated value")
+        if key in axes.get(method, {}):
+            raise UsageError(f"--sweep {method}.{key} is given twice")
+        axes.setdefault(method, {})[key] = values
+    return {
+        method: [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(axes[method][k] for k in keys))]
+        for method, keys in ((m, list(a)) for m, a in axes.items())
+    }
+
+
+def _variant_label(name: str, combo: dict[str, Any]) -> str:
+    return f"{name}[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else name
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | dict):
+        return all(_finite(v) for v in (value.values() if isinstance(value, dict) else value))
+    return True
+
+
+def _device(text: str, here: bool = True) -> torch.device:
+    """The device ``text`` names; ``here`` checks that this machine has it (not for Ray workers)."""
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if here and torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(text)
     except RuntimeError:
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: CUDA is not available here; use --device cpu")
     if device.type not in ("cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
+    if here and device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: CUDA is not available here; use --device cpu")
     return device
+
+
+def _noise_files(paths: Sequence[Path]) -> dict[str, FileNoise]:
+    files: dict[str, FileNoise] = {}
+    for path in paths:
+        try:
+            method = FileNoise(path)
+        except NoiseFileError as err:
+            raise UsageError(str(err)) from None
+        other = files.get(method.name)
+        if other is not None and other.hash != method.hash:
+            raise UsageError(
+                f"--noise-file {other.path} and {path} have the same name {method.name!r} but different contents; "
+                "rename one"
+            )
+        files.setdefault(method.name, method)
+    return files
+
+
+def _check_executor(args: argparse.Namespace) -> None:
+    ray_options = {"--ray-address": args.ray_address, "--ray-cpus": args.ray_cpus, "--ray-gpus": args.ray_gpus}
+    for flag, value in ray_options.items():
+        if value is not None and args.executor != "ray":
+            raise UsageError(f"{flag} needs --executor ray")
+    if args.ray_address is not None and not args.ray_address.strip():
+        raise UsageError("--ray-address must not be empty")
+    try:
+        check_resource("--ray-cpus", args.ray_cpus)
+        check_resource("--ray-gpus", args.ray_gpus)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -150,12 +269,16 @@ def make_plan(args: argparse.Namespace) -> Plan:
 
     if args.dataset not in DATASETS:
         raise UsageError(f"unknown dataset {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
+    requested = args.methods if args.methods is not None else ([] if args.noise_files else list(DEFAULT_METHODS))
     try:
         protocol: Protocol = PRESETS.get(args.preset)(args.dataset)
-        method_names = METHODS.resolve(args.methods)
+        method_names = METHODS.resolve(requested)
         defense_names = DEFENSES.resolve(args.defenses)
     except UnknownNameError as err:
         raise UsageError(str(err)) from None
+    _check_executor(args)
+    files = _noise_files(args.noise_files)
+    method_names += list(files)
     if not args.no_clean and "clean" not in method_names:
         method_names.insert(0, "clean")
     victims = args.victims or [protocol.victim]
@@ -165,25 +288,37 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 f"unknown victim {name!r}; accepted: resnet18 resnet50 vgg16_bn wrn34_10 densenet121 "
                 "tiny_cnn, or timm/<any timm model name>"
             )
-    if not args.seeds or any(s < 0 for s in args.seeds):
-        raise UsageError(f"--seeds must be non-negative integers, got {args.seeds}")
+    if not args.seeds or any(not 0 <= s <= MAX_SEED for s in args.seeds):
+        raise UsageError(f"--seeds must be non-negative integers below 2^63, got {' '.join(map(str, args.seeds))}")
     options = _parse_options(args.options, method_names)
+    sweeps = _parse_sweeps(args.sweeps, method_names)
     methods: dict[str, NoiseMethod] = {}
     defenses: dict[str, Defense] = {}
     try:
         for name in method_names:
-            methods[name] = METHODS.get(name)(**{**protocol.method_options(name), **options.get(name, {})})
+            if name in files:
+                if options.get(name):
+                    raise UsageError(f"--set {name}.*: a noise file has no options")
+                methods[name] = files[name]
+                continue
+            if name in sweeps and name in files:
+                raise UsageError(f"--sweep {name}.*: a noise file has no options")
+            for combo in sweeps.get(name, [{}]):
+                overrides = {**protocol.method_options(name), **options.get(name, {}), **combo}
+                methods[_variant_label(name, combo)] = METHODS.get(name)(**overrides)
         for name in defense_names:
             defenses[name] = DEFENSES.get(name)(**protocol.defense_options(DEFENSES.template(name)))
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
     radius = _parse_radius(args.radius, protocol.radius)
-    ctx = Context(_device(args.device), progress=not args.no_progress)
+    ctx = Context(_device(args.device, here=args.executor == "local"), progress=not args.no_progress)
     store, cache = ResultStore(args.results_dir), NoiseCache(args.cache_dir)
     for what, directory in (("--results-dir", args.results_dir), ("--cache-dir", args.cache_dir)):
+        if "\x00" in str(directory):
+            raise UsageError(f"{what}: a path cannot contain a NUL byte: {str(directory)!r}")
         try:
             ResultStore(directory).check_writable()
-        except PermissionError as err:
+        except (OSError, ValueError) as err:  # PermissionError, a name too long, a NUL byte
             raise UsageError(f"{what}: {err}") from None
     return Plan(
         protocol, methods, victims, defenses, sorted(set(args.seeds)), radius, ctx, store, cache, args.retry_errors
@@ -196,38 +331,123 @@ def load_data(protocol: Protocol, root: Path | None, download: bool) -> tuple[Im
     return stratified_head(train, protocol.train_size), stratified_head(test, protocol.test_size)
 
 
+def load_noise_files(plan: Plan, train: ImageSet) -> None:
+    """Read and check every ``--noise-file`` against the training slice; raises :class:`NoiseFileError`."""
+    for method in plan.methods.values():
+        if isinstance(method, FileNoise):
+            method.load(train, method.budget(train.shape, plan.radius))
+
+
 def method_key(method: NoiseMethod, budget: Budget) -> str:
-    """Hash of everything that determines the noise besides data and seed."""
+    """Hash of everything that determines the noise besides data and seed (a noise file: its sha256)."""
+    if isinstance(method, FileNoise):
+        return method.hash
     return config_hash({"method": method.name, "config": asdict(method.config), "budget": asdict(budget)})
 
 
-def get_poison(plan: Plan, method: NoiseMethod, train: ImageSet, seed: int) -> Poison:
-    """The cached poison for (data, method config, budget, seed), generated on a miss."""
-    budget = method.budget(train.shape, plan.radius)
-    key = f"{method.name}-{method_key(method, budget)}-{train.fingerprint()}-s{seed}"
-    path = plan.cache.path(plan.protocol.dataset, key)
-    poison = plan.cache.load(path, train, budget)
-    if poison is None:
-        poison = method.generate(train, budget, plan.ctx.with_seed(derive_seed(seed, "generate")))
-        plan.cache.save(path, poison)
-        log.info("generated %s noise in %.1f s -> %s", method.name, poison.stats["wall_s"], path)
+# ----------------------------------------------------------------------------------- the cell logic
+# The executors (benchmarks.executors) call these functions, locally or inside Ray tasks: cached_poison and the
+# store and cache writes run on the driver only; generate_poison, protect and train_cell run anywhere.
+
+
+@dataclass(frozen=True)
+class Job:
+    """One poison of the campaign, ``(method, seed)``, with its cells that are not finished yet."""
+
+    method: str
+    seed: int
+    budget: Budget
+    cache_key: str | None  # the noise cache entry; None for a noise file (never cached)
+    cells: tuple[CellKey, ...]
+
+
+def _cache_key(method: NoiseMethod, mhash: str, fingerprint: str, seed: int) -> str | None:
+    return None if isinstance(method, FileNoise) else f"{method.name}-{mhash}-{fingerprint}-s{seed}"
+
+
+def campaign(plan: Plan, train: ImageSet) -> tuple[list[CellKey], list[Job]]:
+    """Every cell of the plan, and the jobs that fill the unfinished ones (seed-major, in method order)."""
+    fingerprint = train.fingerprint()
+    keys: list[CellKey] = []
+    jobs: list[Job] = []
+    for seed in plan.seeds:
+        for name, method in plan.methods.items():
+            budget = method.budget(train.shape, plan.radius)
+            mhash = method_key(method, budget)
+            plan.labels[(method.name, mhash)] = name
+            cells = [
+                CellKey(plan.protocol.dataset, plan.protocol.preset, method.name, mhash, v, d, seed)
+                for v in plan.victims
+                for d in plan.defenses
+            ]
+            keys.extend(cells)
+            todo = tuple(k for k in cells if not _finished(plan, k))
+            if todo:
+                jobs.append(Job(name, seed, budget, _cache_key(method, mhash, fingerprint, seed), todo))
+    return keys, jobs
+
+
+def cached_poison(plan: Plan, job: Job, train: ImageSet) -> Poison | None:
+    """Driver side: the poison of a noise file or a valid cache entry; None when it must be generated."""
+    method = plan.methods[job.method]
+    if job.cache_key is None:
+        poison = method.generate(train, job.budget, plan.ctx)
+    else:
+        loaded = plan.cache.load(plan.cache.path(plan.protocol.dataset, job.cache_key), train, job.budget)
+        if loaded is None:
+            return None
+        poison = loaded
+    poison.stats["budget"] = asdict(job.budget)
     return poison
 
 
-def train_cell(
-    plan: Plan, key: CellKey, protected: ImageSet, test: ImageSet, defense: Defense, poison: Poison
-) -> dict[str, Any]:
-    """Train one victim and return its results record (status ``ok`` or ``error``)."""
+def generate_poison(plan: Plan, job: Job, train: ImageSet) -> Poison:
+    """Generate the poison of ``job`` with its method (any process; writes nothing)."""
+    method = plan.methods[job.method]
+    poison = method.generate(train, job.budget, plan.ctx.with_seed(derive_seed(job.seed, "generate")))
+    poison.stats["budget"] = asdict(job.budget)
+    return poison
+
+
+def save_poison(plan: Plan, job: Job, poison: Poison) -> None:
+    """Driver side: store a generated poison in the noise cache (atomically)."""
+    if job.cache_key is None:
+        return
+    path = plan.cache.path(plan.protocol.dataset, job.cache_key)
+    plan.cache.save(path, poison)
+    log.info("generated %s noise in %.1f s -> %s", job.method, poison.stats.get("wall_s", 0.0), path)
+
+
+def get_poison(plan: Plan, method: NoiseMethod, train: ImageSet, seed: int) -> Poison:
+    """The cached poison for (data, method config, budget, seed), generated (and cached) on a miss."""
+    name = next(n for n, m in plan.methods.items() if m is method)
+    budget = method.budget(train.shape, plan.radius)
+    job = Job(name, seed, budget, _cache_key(method, method_key(method, budget), train.fingerprint(), seed), ())
+    poison = cached_poison(plan, job, train)
+    if poison is None:
+        poison = generate_poison(plan, job, train)
+        save_poison(plan, job, poison)
+    return poison
+
+
+def protect(poison: Poison, train: ImageSet) -> ImageSet:
+    """The protected training set a data owner would publish."""
+    return poison.apply(train)
+
+
+def train_cell(plan: Plan, key: CellKey, protected: ImageSet, test: ImageSet, poison: Poison) -> dict[str, Any]:
+    """Train one victim and return its results record (status ``ok`` or ``error``); writes nothing."""
     from victims.archs import build_victim
 
     # Victim init, data order and augmentation depend on (seed, victim, defense) only, not on the
     # method: every method is compared on the same random numbers (common random numbers).
     ctx = plan.ctx.with_seed(derive_seed(key.seed, "victim", key.victim, key.defense))
     ctx.manual_seed()
+    defense = plan.defenses[key.defense]
     model = build_victim(key.victim, protected.num_classes, protected.shape[0])
     record: dict[str, Any] = {
         **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
-        "method_cfg": asdict(plan.methods[key.method].config),
+        "method_cfg": asdict(plan.methods[plan.labels.get((key.method, key.method_hash), key.method)].config),
         "budget": poison.stats.get("budget"),
         "defense_cfg": defense.config(),
         "recipe": asdict(plan.protocol.recipe),
@@ -250,27 +470,18 @@ def train_cell(
     }
 
 
-def run(plan: Plan, train: ImageSet, test: ImageSet) -> list[dict[str, Any]]:
-    """Fill every cell of the plan; return this campaign's records."""
-    records = []
-    for seed in plan.seeds:
-        for name, method in plan.methods.items():
-            budget = method.budget(train.shape, plan.radius)
-            keys = [
-                CellKey(plan.protocol.dataset, plan.protocol.preset, name, method_key(method, budget), v, d, seed)
-                for v in plan.victims
-                for d in plan.defenses
-            ]
-            todo = [k for k in keys if not _finished(plan, k)]
-            if todo:
-                poison = get_poison(plan, method, train, seed)
-                poison.stats["budget"] = asdict(budget)
-                protected = poison.apply(train)
-                for key in todo:
-                    record = train_cell(plan, key, protected, test, plan.defenses[key.defense], poison)
-                    _report(key, record, plan.store.write(key, record))
-            records.extend(r for k in keys if (r := plan.store.load(k)) is not None)
-    return records
+def run(plan: Plan, train: ImageSet, test: ImageSet, executor: Executor | None = None) -> list[dict[str, Any]]:
+    """Fill every cell of the plan with ``executor`` (default: local); return this campaign's records."""
+    keys, jobs = campaign(plan, train)
+
+    def on_poison(job: Job, poison: Poison) -> None:
+        save_poison(plan, job, poison)
+
+    def on_record(key: CellKey, record: dict[str, Any]) -> None:
+        _report(key, record, plan.store.write(key, record))
+
+    (executor or LocalExecutor()).run(plan, jobs, train, test, on_poison, on_record)
+    return [r for k in keys if (r := plan.store.load(k)) is not None]
 
 
 def _finished(plan: Plan, key: CellKey) -> bool:
@@ -290,22 +501,93 @@ def _report(key: CellKey, record: dict[str, Any], path: Path) -> None:
     )
 
 
+class _Interrupts:
+    """While active, SIGINT and SIGTERM raise ``KeyboardInterrupt`` (main thread only) and are remembered."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        raise KeyboardInterrupt
+
+    def arm(self) -> None:
+        """(Re)install the handlers, e.g. after ``ray.init`` replaced the one of SIGTERM."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                old = signal.signal(sig, self._handler)
+                self._previous.setdefault(sig, old)
+
+    def __enter__(self) -> _Interrupts:
+        self.arm()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._previous.items():
+            signal.signal(sig, old)
+
+    @property
+    def exit_code(self) -> int:
+        """``128 + signal``, as a shell reports a process ended by it (130 for SIGINT)."""
+        return 128 + (self.received[-1] if self.received else signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received[-1]).name if self.received else "SIGINT"
+
+
+def _fail(err: BaseException) -> int:
+    """Report ``err`` on one line of printable text; return exit code 2."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(err).split()))
+    print(f"uebench: error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     load_plugins()
-    try:
-        args = build_parser().parse_args(argv)
-        plan = make_plan(args)
-        train, test = load_data(plan.protocol, args.data_root, args.download)
-    except (UsageError, DatasetMissingError) as err:
-        print(f"uebench: error: {err}", file=sys.stderr)
-        return 2
-    start = time.perf_counter()
-    records = run(plan, train.to(plan.ctx.device), test.to(plan.ctx.device))
+    executor: Executor | None = None
+    results = "the results directory"
+    with _Interrupts() as interrupts:
+        try:
+            try:
+                args = build_parser().parse_args(argv)
+                plan = make_plan(args)
+                results = str(plan.store.root)
+                train, test = load_data(plan.protocol, args.data_root, args.download)
+                load_noise_files(plan, train)
+                executor = make_executor(args.executor, args.ray_address, args.ray_cpus, args.ray_gpus)
+                executor.connect(plan, args.device)
+                interrupts.arm()
+            except (UsageError, DatasetMissingError, NoiseFileError, ExecutorError) as err:
+                return _fail(err)
+            for root in (plan.store.root, plan.cache.root):
+                remove_stale_temps(root)
+            start = time.perf_counter()
+            records = run(plan, train, test, executor)
+        except KeyboardInterrupt:
+            print(
+                f"uebench: interrupted by {interrupts.name}: finished cells are kept in {results}; "
+                "run the same command again to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+            return interrupts.exit_code
+        finally:
+            if executor is not None:
+                executor.close()
     frame = to_frame(records)
+    labels = method_labels(records)
+    frame["method"] = [
+        labels[k] for k in zip(frame["dataset"], frame["preset"], frame["method"], frame["method_hash"], strict=True)
+    ]
+    devices = ", ".join(sorted(map(str, frame["device"].dropna().unique()))) or environment(plan.ctx.device)["device"]
     print(
         f"\nclean test accuracy (%), final: dataset {plan.protocol.dataset}, preset {plan.protocol.preset}, "
-        f"seeds {plan.seeds}, device {environment(plan.ctx.device)['device']}"
+        f"seeds {plan.seeds}, device {devices}, executor {executor.name}"
     )
     for victim, part in frame.groupby("victim", sort=False):
         print(f"victim {victim}\n{matrix(part).to_string()}\n")

@@ -135,38 +135,72 @@ def surrogate_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: MinMinConfig, ge
     return F.cross_entropy(model(x), y)
 
 
+@dataclass
+class Alternation:
+    """The state of one min-min run: surrogate, optimiser, RNG streams and the int8 noise bank."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    recipe: TrainRecipe
+    cfg: MinMinConfig
+    objective: Objective
+    budget: Budget
+    ctx: Context
+    g_noise: torch.Generator
+    g_train: torch.Generator
+
+    def step(self, x_u8: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
+        """One generation step on a batch: re-optimise its noise, then one surrogate SGD step.
+
+        Returns the batch's int8 noise and the surrogate's loss.
+        """
+        cfg, ctx = self.cfg, self.ctx
+        x = x_u8.float().div_(255)
+        delta = quantize(
+            noise_update(self.model, x, y, cfg, self.objective, self.budget, self.g_noise, ctx), self.budget, x_u8
+        )
+        protected = cfg.transform((x + delta.float() / 255).clamp_(0, 1), self.g_train)
+        if ctx.channels_last:
+            protected = protected.contiguous(memory_format=torch.channels_last)
+        with ctx.autocast():
+            loss = surrogate_loss(self.model, protected, y, cfg, self.g_train)
+        sgd_step(self.model, self.opt, loss, self.recipe, step)
+        return delta, loss.detach()
+
+
+def start_alternation(
+    train: ImageSet, budget: Budget, ctx: Context, cfg: MinMinConfig, objective: Objective, tag: str
+) -> Alternation:
+    """A fresh surrogate (seeded from ``ctx`` and ``tag``) with its optimiser and RNG streams."""
+    model = build_surrogate(cfg, train, ctx, tag)
+    recipe = cfg.recipe()
+    g_noise, g_train = ctx.generator(tag, "noise"), ctx.generator(tag, "train")
+    return Alternation(model, make_optimizer(model, recipe), recipe, cfg, objective, budget, ctx, g_noise, g_train)
+
+
 def run_minmin(
     train: ImageSet, budget: Budget, ctx: Context, meter: Meter, cfg: MinMinConfig, objective: Objective, tag: str
 ) -> tuple[Tensor, nn.Module]:
     """Run the alternation; return float noise ``(N, C, H, W)`` in [0, 1] units and the final surrogate."""
-    model = build_surrogate(cfg, train, ctx, tag)
-    recipe = cfg.recipe()
-    opt = make_optimizer(model, recipe)
-    g_data, g_noise, g_train = (ctx.generator(tag, k) for k in ("data", "noise", "train"))
+    run = start_alternation(train, budget, ctx, cfg, objective, tag)
     bank = torch.zeros_like(train.x, dtype=torch.int8)
-    with meter.watch(model):
+    g_data = ctx.generator(tag, "data")
+    with meter.watch(run.model):
         bar = tqdm(total=cfg.steps, desc=f"{tag} generate", disable=not ctx.progress, leave=False, dynamic_ncols=True)
         for step, idx in enumerate(batches(len(train), cfg.batch_size, g_data, ctx.device)):
             if step >= cfg.steps:
                 break
-            x, y = train.x[idx].float().div_(255), train.y[idx]
-            delta = noise_update(model, x, y, cfg, objective, budget, g_noise, ctx)
-            bank[idx] = quantize(delta, budget, train.x[idx])
-            protected = cfg.transform((x + bank[idx].float() / 255).clamp_(0, 1), g_train)
-            if ctx.channels_last:
-                protected = protected.contiguous(memory_format=torch.channels_last)
-            with ctx.autocast():
-                loss = surrogate_loss(model, protected, y, cfg, g_train)
-            sgd_step(model, opt, loss, recipe, step)
+            bank[idx], loss = run.step(train.x[idx], train.y[idx], step)
             meter.steps += 1
             bar.update(1)
             if step % 50 == 0:
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                bar.set_postfix(loss=f"{float(loss):.3f}")
         bar.close()
         noise = bank.float().div_(255)
         if cfg.final_pass:
-            noise = final_pass(model, train, budget, ctx, cfg, objective, g_noise)
-    return noise, model
+            noise = final_pass(run.model, train, budget, ctx, cfg, objective, run.g_noise)
+    meter.surrogate = run.model
+    return noise, run.model
 
 
 def final_pass(

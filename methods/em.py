@@ -119,6 +119,7 @@ class ClassWiseErrorMinimizing(NoiseMethod):
                 if error < cfg.stop_error:
                     break
         meter.extra.update(converged=error < cfg.stop_error, final_error=error)
+        meter.surrogate = model
         return patterns
 
     def _update_patterns(

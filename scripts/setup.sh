@@ -8,7 +8,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,analysis]"
+"$VENV/bin/python" -m pip install -q -c constraints.txt -e ".[test,analysis,ray]"
 if [ ! -d /usr/share/datasets/fashion-mnist ] && [ -z "${UEB_DATA:-}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null \

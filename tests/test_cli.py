@@ -89,3 +89,34 @@ def test_campaign_writes_cells_prints_matrix_and_resumes(tmp_path, capsys) -> No
     out = capsys.readouterr().out
     assert out.count("test acc final") == 3
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished cells must not be redone"
+
+
+def test_sweep_makes_one_poison_variant_per_value(tmp_path: Path, capsys) -> None:
+    """--sweep expands into variants with distinct hashes and configs; the matrix labels them by option."""
+    results = tmp_path / "cells"
+    argv = [
+        "--dataset", "synthetic", "--preset", "tiny", "--methods", "random", "--defense", "none",
+        "--sweep", "random.classwise=false,true", "--no-progress", "--no-clean",
+        "--results-dir", str(results), "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    assert runner.main(argv) == 0
+    records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+    assert sorted(r["method_cfg"]["classwise"] for r in records) == [False, True]
+    assert len({r["method_hash"] for r in records}) == 2 and {r["method"] for r in records} == {"random"}
+    out = capsys.readouterr().out
+    assert "random (classwise=false)" in out and "random (classwise=true)" in out
+    assert runner.main(argv) == 0  # resumes: nothing redone
+    assert "test acc final" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "sweep",
+    ["random.classwise", "random.classwise=", "em.steps=1,2", "random.classwise=true,true", "random.nope=1,2"],
+)
+def test_sweep_errors(tmp_path: Path, capsys, sweep: str) -> None:
+    argv = ["--dataset", "synthetic", "--preset", "tiny", "--methods", "random", "--sweep", sweep,
+            "--results-dir", str(tmp_path / "cells"), "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert runner.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uebench: error:") and err.count("\n") == 1
+    assert not (tmp_path / "cells").exists()

@@ -23,6 +23,7 @@ TINY: dict[str, dict[str, Any]] = {
     "em": {"surrogate": "tiny_cnn", "steps": 3, "batch_size": 16, "noise_steps": 2},
     "em-cw": {"surrogate": "tiny_cnn", "max_rounds": 2, "train_steps": 2, "batch_size": 16},
     "rem": {"surrogate": "tiny_cnn", "steps": 2, "batch_size": 16, "noise_steps": 2, "samples": 2, "adv_steps": 2},
+    "tap": {"surrogate": "tiny_cnn", "surrogate_steps": 3, "surrogate_batch_size": 16, "steps": 2, "batch_size": 16},
     "sem": {"surrogate": "tiny_cnn", "steps": 2, "batch_size": 16, "noise_steps": 2, "samples": 2, "adv_steps": 2},
 }
 

@@ -1,0 +1,73 @@
+"""Plumbing shared by the analysis CLIs: one-line usage errors, output checks, atomic PNG and CSV writes.
+
+Every figure is drawn with matplotlib's non-interactive ``Agg`` backend, so the scripts run headless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import matplotlib
+import pandas as pd
+
+from benchmarks.io import atomic_write, atomic_write_text, check_writable
+
+BACKEND = "Agg"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors raise :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see --help)")
+
+
+def fail(prog: str, err: BaseException | str) -> int:
+    """Report ``err`` as one ``<name>: error: ...`` line on stderr (``python -m analysis.speed`` -> ``speed``).
+
+    Returns:
+        2, the exit code of bad input.
+    """
+    text = " ".join(str(err).split())
+    print(f"{prog.rsplit('.', 1)[-1]}: error: {text}", file=sys.stderr)
+    return 2
+
+
+def check_out_dir(directory: Path) -> None:
+    """Raise :class:`UsageError` unless files can be written under ``directory`` (creates nothing)."""
+    try:
+        check_writable(directory)
+    except PermissionError as err:
+        raise UsageError(str(err)) from None
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """``pyplot.subplots`` on the ``Agg`` backend."""
+    matplotlib.use(BACKEND)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def save_png(fig: Any, path: Path, dpi: int = 120) -> Path:
+    """Write ``fig`` as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def save_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` as CSV (no index) atomically."""
+    atomic_write_text(Path(path), frame.to_csv(index=False, lineterminator="\n"))
+    return Path(path)

@@ -1,0 +1,163 @@
+"""Robustness of the noise vs. protection: the SEM paper's correlation study, from the results cells.
+
+    python -m analysis.correlation [--results-dir results/cells] [--defense at4] [--out-dir results/figures]
+
+One point per poison variant (data set, preset, method, config hash) and victim: x is a robustness number
+from the cells' ``generation`` block (``surrogate_robust_acc``, ``noise_robustness``; see
+:mod:`analysis.robustness`), averaged over the variant's poisons (seeds); y is the victim's mean final
+clean test accuracy under ``--defense``. Variants without robustness numbers (clean, random, sc, or cells
+generated before they were recorded) are skipped and named. Each (data set, preset, victim) with at least
+3 points gets a regression plot per robustness number with Pearson's r and its p-value.
+
+Writes ``correlation_<defense>.png``, ``correlation_<defense>.csv`` (the points) and
+``correlation_<defense>_stats.csv`` (r, p, n per panel) under ``--out-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from scipy import stats
+
+from analysis._cli import Parser, UsageError, check_out_dir, fail, save_csv, save_png, subplots
+from benchmarks.matrix import ROBUSTNESS, ResultsError, cells_frame, load_records, poison_frame
+
+PROG = "python -m analysis.correlation"
+MIN_POINTS = 3
+GROUP = ["dataset", "preset", "victim"]
+VARIANT = ["dataset", "preset", "method", "method_hash"]
+AXIS = {
+    "surrogate_robust_acc": "surrogate robust accuracy (PGD on x+δ)",
+    "noise_robustness": "noise robustness (−mean CE rise under PGD)",
+}
+
+
+def points(frame: pd.DataFrame, defense: str) -> tuple[pd.DataFrame, list[str]]:
+    """``(points, skipped)``: one row per (variant, victim) under ``defense`` with at least one robustness number.
+
+    ``skipped`` names the variants (``dataset/preset/label``) that have none.
+
+    Raises:
+        ResultsError: no finished cell under ``defense``.
+    """
+    ok = frame[frame["status"] == "ok"]
+    cells = ok[ok["defense"] == defense]
+    if cells.empty:
+        present = ", ".join(sorted(set(ok["defense"]))) or "none finished"
+        raise ResultsError(f"no finished cells under defense {defense!r}; defenses present: {present}")
+    robust = poison_frame(cells).groupby(VARIANT, sort=True)[list(ROBUSTNESS)].mean()
+    acc = cells.groupby([*VARIANT, "label", "victim"], sort=True)["final_acc"].agg(["mean", "count"])
+    acc = acc.rename(columns={"mean": "final_acc_mean", "count": "n_cells"}).reset_index()
+    n_poisons = poison_frame(cells).groupby(VARIANT).size().rename("n_poisons")
+    table = acc.join(robust, on=VARIANT).join(n_poisons, on=VARIANT)
+    table.insert(3, "defense", defense)
+    has_any = table[list(ROBUSTNESS)].notna().any(axis=1)
+    skipped = sorted({f"{r.dataset}/{r.preset}/{r.label}" for r in table[~has_any].itertuples()})
+    columns = [*GROUP, "defense", "method", "method_hash", "label", "n_poisons", *ROBUSTNESS, "final_acc_mean"]
+    return table[has_any][[*columns, "n_cells"]].sort_values([*GROUP, "label"]).reset_index(drop=True), skipped
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Pearson's r and its two-sided p-value (scipy); NaN for fewer than 3 points or constant input."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return math.nan, math.nan
+    result = stats.pearsonr(x, y)
+    return float(result.statistic), float(result.pvalue)
+
+
+def correlations(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (data set, preset, victim, robustness number) with at least 3 points: r, p, n."""
+    rows = []
+    for key, part in table.groupby(GROUP, sort=True):
+        for metric in ROBUSTNESS:
+            usable = part[part[metric].notna()]
+            if len(usable) >= MIN_POINTS:
+                r, p = pearson(usable[metric], usable["final_acc_mean"])
+                group = dict(zip(GROUP, key, strict=True))
+                rows.append({**group, "robustness": metric, "n": len(usable), "r": r, "p": p})
+    return pd.DataFrame(rows, columns=[*GROUP, "robustness", "n", "r", "p"])
+
+
+def _title(metric: str, n: int, r: float, p: float) -> str:
+    if not math.isfinite(r):
+        return f"{metric}: r undefined (constant values), n={n}"
+    return f"{metric}: Pearson r = {r:+.3f}, p = {p:.3g}, n={n}"
+
+
+def plot(table: pd.DataFrame, found: pd.DataFrame, defense: str, path: Path) -> Path:
+    """Regression plots: a row per (data set, preset, victim) in ``found``, a column per robustness number."""
+    stat = {(*key, metric): (n, r, p) for *key, metric, n, r, p in found.itertuples(index=False)}
+    groups = [(key, part) for key, part in table.groupby(GROUP, sort=True) if any(k[:3] == key for k in stat)]
+    width, height = 6 * len(ROBUSTNESS), 4.5 * len(groups)
+    fig, axes = subplots(len(groups), len(ROBUSTNESS), figsize=(width, height), squeeze=False, layout="constrained")
+    for row, (key, part) in zip(axes, groups, strict=True):
+        for ax, metric in zip(row, ROBUSTNESS, strict=True):
+            usable = part[part[metric].notna()]
+            ax.set_xlabel(AXIS[metric])
+            ax.set_ylabel(f"victim clean test acc % ({defense})")
+            name = "/".join(map(str, key))
+            if (*key, metric) not in stat:
+                ax.text(0.5, 0.5, f"fewer than {MIN_POINTS} points", ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(f"{name}\n{metric}: n={len(usable)}", fontsize=10)
+                continue
+            x, y = usable[metric].to_numpy(float), usable["final_acc_mean"].to_numpy(float) * 100
+            sns.regplot(x=x, y=y, ax=ax, ci=None if np.ptp(x) == 0 else 95, seed=0)
+            for xi, yi, label in zip(x, y, usable["label"], strict=True):
+                ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.set_title(f"{name}\n{_title(metric, *stat[(*key, metric)])}", fontsize=10)
+    return save_png(fig, path)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=Path("results/cells"))
+    p.add_argument("--defense", default="at4", help="the victims' defense (default %(default)s)")
+    p.add_argument("--out-dir", type=Path, default=Path("results/figures"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        table, skipped = points(cells_frame(load_records(args.results_dir)), args.defense)
+        found = correlations(table)
+        if found.empty:
+            have = ", ".join(f"{r.dataset}/{r.preset}/{r.victim}/{r.label}" for r in table.itertuples()) or "none"
+            raise ResultsError(
+                f"need at least {MIN_POINTS} poison variants with robustness numbers (surrogate_robust_acc or "
+                f"noise_robustness) and finished cells under defense {args.defense!r} for one data set, preset "
+                f"and victim; have {len(table)} ({have}); skipped without robustness numbers: "
+                f"{', '.join(skipped) or 'none'}"
+            )
+        check_out_dir(args.out_dir)
+    except (UsageError, ResultsError) as err:
+        return fail(PROG, err)
+    if skipped:
+        print(f"skipped (no robustness numbers in their generation block): {', '.join(skipped)}")
+    for r in found.itertuples():
+        print(f"{r.dataset}/{r.preset}/{r.victim} under {args.defense}: {_title(r.robustness, r.n, r.r, r.p)}")
+    stem = f"correlation_{_slug(args.defense)}"
+    written = [
+        save_csv(table, args.out_dir / f"{stem}.csv"),
+        save_csv(found, args.out_dir / f"{stem}_stats.csv"),
+        plot(table, found, args.defense, args.out_dir / f"{stem}.png"),
+    ]
+    print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Gallery of protected images, as in the SEM paper's Figure 4: clean, noise and protected, per method.
+
+    python -m analysis.gallery --methods em sem [--dataset fashion-mnist] [--preset smoke] [--seed 0] \\
+        [--cache-dir DIR] [--noise-file FILE.npz ...] [--out results/figures/gallery.png] [--n 6]
+
+Rows are methods; for each of ``--n`` training images (one per class in turn) the columns show the clean
+image, the noise scaled for visibility (``delta / (2 max|delta|) + 0.5`` per image, so zero is mid grey)
+and the protected image ``clip(x + delta, 0, 255)``. A method's noise is the runner's: it is read from
+the noise cache under the same key that ``python -m benchmarks.run`` uses (data set slice, method config,
+budget, seed), and generated and cached there on a miss, with the preset's method options.
+``--noise-file`` adds a row from a poison file, read and checked exactly as ``benchmarks.run --noise-file``
+reads it (:mod:`benchmarks.noisefile`: an ``.npz`` with int8 ``delta`` ``(N|K, C, H, W)`` or protected
+images ``x``, or a folder of PNGs, for the preset's training slice, within its L-inf budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from analysis._cli import Parser, UsageError, check_out_dir, fail, save_png, subplots
+from benchmarks.cache import NoiseCache
+from benchmarks.data import DatasetMissingError
+from benchmarks.noise import NoiseMethod
+from benchmarks.noisefile import FileNoise, NoiseFileError
+from benchmarks.plugins import load_plugins
+from benchmarks.presets import Protocol
+from benchmarks.registry import DATASETS, METHODS, PRESETS, UnknownNameError
+from benchmarks.run import DEFAULT_CACHE, load_data, method_key
+from benchmarks.types import Budget, Context, ImageSet, Poison, derive_seed
+
+PROG = "python -m analysis.gallery"
+log = logging.getLogger("uebench.gallery")
+
+
+def _numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
+    return array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+def _show(ax: object, image: np.ndarray) -> None:
+    """Draw a ``(C, H, W)`` float image in [0, 1] (grey for one channel) without ticks."""
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image.transpose(1, 2, 0), 0.0, 1.0), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def visible_noise(delta: np.ndarray) -> np.ndarray:
+    """Noise of one image ``(C, H, W)`` scaled into [0, 1] for display: ``delta / (2 max|delta|) + 0.5``."""
+    delta = delta.astype(np.float32)
+    peak = float(np.abs(delta).max())
+    return delta / (2 * peak) + 0.5 if peak > 0 else np.full_like(delta, 0.5)
+
+
+def gallery(
+    images: torch.Tensor | np.ndarray,
+    poisons: Mapping[str, torch.Tensor | np.ndarray],
+    out_path: Path,
+) -> Path:
+    """Write the grid of ``images`` under each noise in ``poisons`` as a PNG at ``out_path``.
+
+    Args:
+        images: uint8 ``(N, C, H, W)``, the clean images to show (all of them).
+        poisons: row label -> int8 noise ``(N, C, H, W)`` in 1/255 units for exactly these images.
+        out_path: the PNG to write (atomically).
+
+    Raises:
+        ValueError: wrong dtypes or shapes, or no poisons.
+    """
+    x = _numpy(images)
+    if x.dtype != np.uint8 or x.ndim != 4 or x.shape[0] == 0:
+        raise ValueError(f"images must be uint8 (N, C, H, W) with N >= 1, got {x.dtype} {x.shape}")
+    if not poisons:
+        raise ValueError("gallery needs at least one poison")
+    deltas = {label: _numpy(d) for label, d in poisons.items()}
+    for label, d in deltas.items():
+        if d.dtype != np.int8 or d.shape != x.shape:
+            raise ValueError(f"noise {label!r} must be int8 {x.shape}, got {d.dtype} {d.shape}")
+    n = x.shape[0]
+    fig, axes = subplots(len(deltas), 3 * n, figsize=(3 * n * 1.0, len(deltas) * 1.05 + 0.3), squeeze=False)
+    for r, (label, d) in enumerate(deltas.items()):
+        row = axes[r]
+        protected = np.clip(x.astype(np.int16) + d.astype(np.int16), 0, 255).astype(np.uint8)
+        for i in range(n):
+            panels = (x[i] / 255.0, visible_noise(d[i]), protected[i] / 255.0)
+            for j, (image, title) in enumerate(zip(panels, ("clean", "noise", "protected"), strict=True)):
+                ax = row[3 * i + j]
+                _show(ax, image)
+                if r == 0:
+                    ax.set_title(title, fontsize=8)
+        row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.1)
+    return save_png(fig, out_path)
+
+
+def pick(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of ``n`` images: the first image of each class in turn, then the second of each, ..."""
+    y = y.cpu()
+    by_class = [torch.nonzero(y == k).flatten() for k in torch.unique(y).tolist()]
+    order = [int(ix[r]) for r in range(max(len(ix) for ix in by_class)) for ix in by_class if r < len(ix)]
+    return torch.tensor(order[:n], dtype=torch.long)
+
+
+def cached_poison(
+    method: NoiseMethod, train: ImageSet, protocol: Protocol, cache: NoiseCache, seed: int, ctx: Context
+) -> Poison:
+    """The runner's poison for (training slice, method config, budget, seed): from ``cache``, else generated.
+
+    Same key and path as ``benchmarks.run.get_poison``, so the runner and the gallery share noise.
+    """
+    budget = method.budget(train.shape, protocol.radius)
+    key = f"{method.name}-{method_key(method, budget)}-{train.fingerprint()}-s{seed}"
+    path = cache.path(protocol.dataset, key)
+    poison = cache.load(path, train, budget)
+    if poison is None:
+        log.info("no cached %s noise at %s; generating it", method.name, path)
+        poison = method.generate(train, budget, ctx.with_seed(derive_seed(seed, "generate")))
+        poison.stats["budget"] = asdict(budget)
+        cache.save(path, poison)
+    return poison
+
+
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--methods", nargs="+", default=[], help="method names (noise from the cache, else generated)")
+    p.add_argument(
+        "--noise-file",
+        dest="noise_files",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="a row from a poison file, as benchmarks.run --noise-file reads it (repeatable)",
+    )
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--preset", default="smoke")
+    p.add_argument("--seed", type=int, default=0, help="the noise seed, as in benchmarks.run --seeds")
+    p.add_argument("--radius", type=float, default=None, help="rho_u in 1/255 units (default: the preset's)")
+    p.add_argument("--data-root", type=Path, default=None)
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache (default $UEB_CACHE)")
+    p.add_argument("--device", default="auto", help="where to generate noise on a cache miss: auto, cpu, cuda")
+    p.add_argument("--out", type=Path, default=Path("results/figures/gallery.png"))
+    p.add_argument("--n", type=int, default=6, help="number of images (default %(default)s)")
+    return p
+
+
+def _device(text: str) -> torch.device:
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
+        raise UsageError(f"--device {text} is not available here; use cpu")
+    return device
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_plugins()
+    try:
+        args = build_parser().parse_args(argv)
+        if not args.methods and not args.noise_files:
+            raise UsageError("give --methods and/or --noise-file PATH")
+        if not 1 <= args.n <= 32:
+            raise UsageError(f"--n must be in 1..32, got {args.n}")
+        if args.seed < 0:
+            raise UsageError(f"--seed must be non-negative, got {args.seed}")
+        if args.dataset not in DATASETS:
+            raise UsageError(f"unknown dataset {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
+        protocol: Protocol = PRESETS.get(args.preset)(args.dataset)
+        if args.radius is not None:
+            if not 0 < args.radius <= 127:
+                raise UsageError(f"--radius must be in (0, 127] (1/255 units), got {args.radius:g}")
+            protocol = replace(protocol, radius=args.radius)
+        methods = [METHODS.get(name)(**protocol.method_options(name)) for name in dict.fromkeys(args.methods)]
+        files = [FileNoise(path) for path in args.noise_files]
+        device = _device(args.device)
+        check_out_dir(args.out.parent)
+        train, _ = load_data(protocol, args.data_root, download=False)
+        budget = Budget("linf", protocol.radius)
+        noises = {f.name: f.load(train, budget).per_sample(train.y) for f in files}
+    except (UsageError, UnknownNameError, DatasetMissingError, NoiseFileError, ValueError, TypeError) as err:
+        return fail(PROG, err)
+    cache, ctx = NoiseCache(args.cache_dir), Context(device)
+    rows: dict[str, torch.Tensor] = {}
+    for method in methods:
+        poison = cached_poison(method, train.to(device), protocol, cache, args.seed, ctx)
+        rows[method.name] = poison.per_sample(train.y.cpu()).cpu()
+    rows.update(noises)
+    index = pick(train.y, args.n)
+    out = gallery(train.x[index], {label: d[index] for label, d in rows.items()}, args.out)
+    print(f"gallery: {args.dataset}, preset {protocol.preset}, seed {args.seed}, images {index.tolist()} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

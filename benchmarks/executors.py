@@ -1,0 +1,273 @@
+"""Executors: where the runner's noise generations and victim trainings run.
+
+``local`` (the default) runs them one after the other in this process. ``ray`` runs every noise generation
+``(data set, method, seed)`` and every cell ``(victim, defense)`` as a Ray task with declared resources; a cell's
+task takes its generation task's ``ObjectRef``, so Ray starts it once its noise exists. Both call the same
+functions of :mod:`benchmarks.run` (:func:`~benchmarks.run.generate_poison`, :func:`~benchmarks.run.protect`,
+:func:`~benchmarks.run.train_cell`), and in both only the driver (this process) reads and writes the noise cache
+and the results: tasks return poisons and records, the driver stores them (through ``on_poison`` and
+``on_record``) as they arrive, so an interrupted campaign keeps every finished cell.
+
+Ray is imported inside :class:`RayExecutor` only: the package works without it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from benchmarks.types import Context, ImageSet, Poison
+
+if TYPE_CHECKING:
+    from benchmarks.run import Job, Plan
+    from benchmarks.store import CellKey
+
+log = logging.getLogger("uebench")
+
+OnPoison = Callable[["Job", Poison], None]
+OnRecord = Callable[["CellKey", dict[str, Any]], None]
+
+
+class ExecutorError(Exception):
+    """An executor that cannot start (Ray missing, cluster unreachable): reported on one line, exit code 2."""
+
+
+class Executor(ABC):
+    """Runs a campaign's jobs; the driver-side callbacks store what comes back."""
+
+    name: str
+
+    def connect(self, plan: Plan, device: str = "auto") -> None:  # noqa: B027 - optional hook
+        """Start or reach the workers; settle ``plan.ctx.device`` for them when ``device`` is ``auto``.
+
+        Raises:
+            ExecutorError: the workers cannot be started or reached.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what :meth:`connect` started."""
+
+    @abstractmethod
+    def run(
+        self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
+    ) -> None:
+        """Fill every cell of ``jobs``: ``on_poison`` for each generated poison, ``on_record`` for each cell."""
+
+
+class LocalExecutor(Executor):
+    """Everything in this process, job after job, on ``plan.ctx.device``."""
+
+    name = "local"
+
+    def run(
+        self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
+    ) -> None:
+        from benchmarks.run import cached_poison, generate_poison, protect, train_cell
+
+        train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
+        for job in jobs:
+            poison = cached_poison(plan, job, train)
+            if poison is None:
+                poison = generate_poison(plan, job, train)
+                on_poison(job, poison)
+            protected = protect(poison, train)
+            for key in job.cells:
+                on_record(key, train_cell(plan, key, protected, test, poison))
+
+
+# ------------------------------------------------------------------------------------------------ ray tasks
+# Module-level functions, so that Ray pickles them by reference: a worker imports this module.
+
+
+def _worker_plan(plan: Plan) -> Plan:
+    """The plan as a task sees it: plugins loaded, the task's own GPU (Ray sets CUDA_VISIBLE_DEVICES), no bars."""
+    from benchmarks.plugins import load_plugins
+
+    load_plugins()
+    device = torch.device("cuda") if plan.ctx.device.type == "cuda" else torch.device("cpu")
+    ctx = Context(device, plan.ctx.seed, plan.ctx.amp, plan.ctx.channels_last, progress=False)
+    return replace(plan, ctx=ctx)
+
+
+def generate_task(plan: Plan, job: Job, train: ImageSet) -> Poison:
+    """Ray task: generate the poison of ``job`` (never touches the cache)."""
+    from benchmarks.run import generate_poison
+
+    plan = _worker_plan(plan)
+    return generate_poison(plan, job, train.to(plan.ctx.device))
+
+
+def cell_task(plan: Plan, key: CellKey, train: ImageSet, test: ImageSet, poison: Poison) -> dict[str, Any]:
+    """Ray task: train the victim of one cell on ``train`` protected by ``poison``; returns the record."""
+    from benchmarks.run import protect, train_cell
+
+    plan = _worker_plan(plan)
+    train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
+    return train_cell(plan, key, protect(poison, train), test, poison)
+
+
+class RayExecutor(Executor):
+    """Noise generations and cells as Ray tasks; the driver stores results and caches.
+
+    Args:
+        address: a cluster address (``ray://host:10001``, ``host:6379`` or ``auto``); None starts a local
+            instance, or joins the one ``RAY_ADDRESS`` names, or reuses an already initialised Ray.
+        cpus: CPUs per task (default 1).
+        gpus: GPUs per task on CUDA (default 1; a fraction packs several tasks on one GPU).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, cpus: float | None = None, gpus: float | None = None) -> None:
+        self.address = address
+        self.cpus = 1.0 if cpus is None else cpus
+        self.gpus = 1.0 if gpus is None else gpus
+        self._started = False
+        self._slots = 2
+
+    def connect(self, plan: Plan, device: str = "auto") -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("--executor ray needs Ray: pip install 'uebench[ray]' (or 'ray[default]')") from None
+        if not ray.is_initialized():
+            _probe(self.address or os.environ.get("RAY_ADDRESS"))
+            kwargs: dict[str, Any] = {"address": self.address, "logging_level": logging.WARNING}
+            if self.address is None and not os.environ.get("RAY_ADDRESS"):
+                kwargs["include_dashboard"] = False  # a private local instance: no dashboard to start
+            try:
+                ray.init(**kwargs)
+            except Exception as err:  # ConnectionError, ValueError, RuntimeError, ...: all mean "cannot start"
+                where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+                raise ExecutorError(f"--executor ray: cannot start or reach Ray at {where}: {err}") from None
+            self._started = True
+        resources = ray.cluster_resources()
+        cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if device == "auto":
+            plan.ctx = Context(torch.device("cuda" if gpus >= self.gpus else "cpu"), progress=plan.ctx.progress)
+        if plan.ctx.device.type == "cuda" and gpus < self.gpus:
+            log.warning("the Ray cluster has %g GPUs now; tasks wait until %g is free (autoscaler?)", gpus, self.gpus)
+        if cpus < self.cpus:
+            log.warning("the Ray cluster has %g CPUs now; tasks need %g each and wait (autoscaler?)", cpus, self.cpus)
+        per_task = self.gpus if plan.ctx.device.type == "cuda" else self.cpus
+        total = gpus if plan.ctx.device.type == "cuda" else cpus
+        self._slots = max(2, int(total // per_task) if per_task > 0 else 2)
+        log.info(
+            "ray: %g CPUs, %g GPUs; tasks on %s with %s",
+            cpus,
+            gpus,
+            plan.ctx.device.type,
+            self.resources(plan),
+        )
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+
+    def resources(self, plan: Plan) -> dict[str, float]:
+        """The resources each task declares: ``num_gpus`` on CUDA, ``num_cpus`` always."""
+        if plan.ctx.device.type == "cuda":
+            return {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        return {"num_cpus": self.cpus}
+
+    def run(
+        self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
+    ) -> None:
+        """Submit jobs in order, at most ``2 x slots`` poisons in flight; store results as they come back."""
+        import ray
+
+        from benchmarks.run import cached_poison
+
+        options = {**self.resources(plan), "max_retries": 2}
+        generate = ray.remote(generate_task).options(**options)
+        cell = ray.remote(cell_task).options(**options)
+        train, test = train.to("cpu"), test.to("cpu")
+        plan_ref, train_ref, test_ref = ray.put(plan), ray.put(train), ray.put(test)
+        queue = deque(jobs)
+        window = 2 * self._slots
+        pending: dict[Any, tuple[Job, CellKey | None]] = {}  # ObjectRef -> (job, cell key or None for a poison)
+        open_cells: dict[int, int] = {}  # id(job) -> cells not yet back
+        try:
+            while queue or pending:
+                while queue and len(open_cells) < window:
+                    job = queue.popleft()
+                    poison = cached_poison(plan, job, train)
+                    if poison is None:
+                        poison_ref = generate.remote(plan_ref, job, train_ref)
+                        pending[poison_ref] = (job, None)
+                    else:
+                        poison_ref = ray.put(poison)
+                    for key in job.cells:
+                        pending[cell.remote(plan_ref, key, train_ref, test_ref, poison_ref)] = (job, key)
+                    open_cells[id(job)] = len(job.cells)
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    job, key = pending.pop(ref)
+                    value = ray.get(ref)
+                    if key is None:
+                        on_poison(job, value)
+                        continue
+                    on_record(key, value)
+                    open_cells[id(job)] -= 1
+                    if not open_cells[id(job)]:
+                        del open_cells[id(job)]
+        except BaseException:
+            if not self._started:  # a Ray we only joined lives on: stop our tasks there (shutdown ends them else)
+                self._cancel(list(pending))
+            raise
+
+    @staticmethod
+    def _cancel(refs: list[Any]) -> None:
+        """Cancel ``refs`` and give Ray a moment to settle them (a shutdown racing a cancel can crash Ray)."""
+        import ray
+
+        for ref in refs:
+            try:
+                ray.cancel(ref)
+            except Exception as err:  # already finished or gone: nothing to cancel
+                log.debug("cannot cancel %s: %s", ref, err)
+        try:
+            ray.wait(refs, num_returns=len(refs), timeout=5)
+        except Exception as err:
+            log.debug("waiting for cancelled tasks: %s", err)
+
+
+def _probe(address: str | None, timeout: float = 10.0) -> None:
+    """Fail fast on an unreachable ``host:port`` (``ray.init`` would retry for many minutes)."""
+    if not address or address in ("auto", "local"):
+        return
+    host, colon, port = address.removeprefix("ray://").rpartition(":")
+    if not colon or not port.isdigit():
+        raise ExecutorError(f"--ray-address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except (OSError, ValueError) as err:
+        raise ExecutorError(
+            f"--executor ray: cannot reach Ray at {address} ({getattr(err, 'strerror', None) or err}); "
+            "check --ray-address or $RAY_ADDRESS"
+        ) from None
+
+
+def make_executor(name: str, address: str | None, cpus: float | None, gpus: float | None) -> Executor:
+    """The executor called ``name`` (``local`` or ``ray``), not yet connected."""
+    if name == "ray":
+        return RayExecutor(address, cpus, gpus)
+    return LocalExecutor()
+
+
+def check_resource(flag: str, value: float | None) -> None:
+    """Raise ``ValueError`` unless ``value`` is None or a finite positive number."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{flag} must be a positive number, got {value:g}")

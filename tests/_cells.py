@@ -1,0 +1,46 @@
+"""Fixed synthetic results cells for the leaderboard and analysis tests (no training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from benchmarks.store import CellKey, ResultStore
+
+
+def write_cell(
+    root: Path,
+    method: str = "em",
+    method_hash: str = "aaaa0001",
+    *,
+    dataset: str = "fashion-mnist",
+    preset: str = "smoke",
+    victim: str = "tiny_cnn",
+    defense: str = "none",
+    seed: int = 0,
+    final_acc: float = 0.5,
+    status: str = "ok",
+    generation: dict[str, Any] | None = None,
+    method_cfg: dict[str, Any] | None = None,
+    train_size: int = 1000,
+    device: str = "cpu (2 threads)",
+    recipe: str = "smoke-300",
+) -> Path:
+    """Write one valid cell the way ``benchmarks.run`` does and return its path."""
+    key = CellKey(dataset, preset, method, method_hash, victim, defense, seed)
+    ok = status == "ok"
+    record: dict[str, Any] = {
+        **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
+        "method_cfg": method_cfg if method_cfg is not None else {},
+        "budget": {"norm": "linf", "radius": 8.0},
+        "recipe": {"name": recipe, "steps": 300},
+        "train_size": train_size,
+        "test_size": 500,
+        "generation": generation if generation is not None else {"wall_s": 1.0, "device": device},
+        "env": {"device": device, "timestamp_utc": f"2026-01-01T00:00:0{seed}+00:00", "git_commit": "abc"},
+        "status": status,
+        "metrics": {"final_acc": float(final_acc), "peak_acc": float(final_acc) + 0.01, "train_acc": 0.9} if ok else {},
+    }
+    if not ok:
+        record["error"] = "NonFiniteLossError: loss is nan at step 7"
+    return ResultStore(root).write(key, record)
