@@ -180,8 +180,11 @@ def start_alternation(
 
 def run_minmin(
     train: ImageSet, budget: Budget, ctx: Context, meter: Meter, cfg: MinMinConfig, objective: Objective, tag: str
-) -> tuple[Tensor, nn.Module]:
-    """Run the alternation; return float noise ``(N, C, H, W)`` in [0, 1] units and the final surrogate."""
+) -> Tensor:
+    """Run the alternation; return float noise ``(N, C, H, W)`` in [0, 1] units.
+
+    The final surrogate is left in ``meter.surrogate`` (its robustness is measured on the poison).
+    """
     run = start_alternation(train, budget, ctx, cfg, objective, tag)
     bank = torch.zeros_like(train.x, dtype=torch.int8)
     g_data = ctx.generator(tag, "data")
@@ -200,7 +203,7 @@ def run_minmin(
         if cfg.final_pass:
             noise = final_pass(run.model, train, budget, ctx, cfg, objective, run.g_noise)
     meter.surrogate = run.model
-    return noise, run.model
+    return noise
 
 
 def final_pass(

@@ -55,8 +55,7 @@ class ErrorMinimizing(NoiseMethod):
         samples: int = 1  # one augmented view per noise step (no EOT)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        noise, _ = run_minmin(train, budget, ctx, meter, self.config, cross_entropy_objective, self.name)
-        return noise
+        return run_minmin(train, budget, ctx, meter, self.config, cross_entropy_objective, self.name)
 
 
 @METHODS.register("em-cw")

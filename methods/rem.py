@@ -54,5 +54,4 @@ class RobustErrorMinimizing(NoiseMethod):
         return F.cross_entropy(model(views + delta_a), y)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        noise, _ = run_minmin(train, budget, ctx, meter, self.config, self.objective, self.name)
-        return noise
+        return run_minmin(train, budget, ctx, meter, self.config, self.objective, self.name)

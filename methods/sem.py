@@ -44,5 +44,4 @@ class StableErrorMinimizing(NoiseMethod):
         return F.cross_entropy(model((views + r).clamp(0, 1)), y)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        noise, _ = run_minmin(train, budget, ctx, meter, self.config, self.objective, self.name)
-        return noise
+        return run_minmin(train, budget, ctx, meter, self.config, self.objective, self.name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -28,3 +30,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads or writes the user's noise cache."""
     monkeypatch.setenv("UEB_CACHE", str(tmp_path_factory.mktemp("noise-cache")))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch intra-op thread for a module (use with ``pytestmark = pytest.mark.usefixtures(...)``).
+
+    Tiny tensors gain nothing from two threads and lose a lot when the two cores are busy; it also gives the
+    same float arithmetic as CLI subprocesses started with ``OMP_NUM_THREADS=1``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -19,13 +19,7 @@ load_plugins()
 NAMES = DEFENSES.list()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and lose a lot when the two cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _gen(seed: int = 0) -> torch.Generator:

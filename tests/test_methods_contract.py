@@ -37,13 +37,7 @@ CASES = [(name, TINY.get(name, {})) for name in METHODS.list()] + VARIANTS
 IDS = METHODS.list() + [f"{name}-{'-'.join(f'{k}={v}' for k, v in extra.items())}" for name, extra in VARIANTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """One intra-op thread: tiny tensors gain nothing from two, and lose a lot when the two cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -19,14 +19,7 @@ from benchmarks.types import Budget, ImageSet
 FAST = ["--dataset", "synthetic", "--preset", "tiny", "--no-progress"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread, here and in the subprocesses (OMP_NUM_THREADS): fast on a busy 2-core machine, and
-    the same float arithmetic in the CLI subprocess and in this process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

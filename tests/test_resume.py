@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from benchmarks import io as uio
 from benchmarks import run as runner
@@ -35,14 +34,7 @@ ARGS = [
 N_CELLS = 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread, here and in the subprocesses (OMP_NUM_THREADS): fast on a busy 2-core machine, and
-    the same float arithmetic in the CLI subprocess and in this process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _dirs(root: Path) -> list[str]:
