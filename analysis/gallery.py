@@ -19,7 +19,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,16 +28,14 @@ import torch
 from analysis._cli import Parser, UsageError, check_out_dir, fail, save_png, subplots
 from benchmarks.cache import NoiseCache
 from benchmarks.data import DatasetMissingError
-from benchmarks.noise import NoiseMethod
 from benchmarks.noisefile import FileNoise, NoiseFileError
 from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, METHODS, PRESETS, UnknownNameError
-from benchmarks.run import DEFAULT_CACHE, load_data, method_key
-from benchmarks.types import Budget, Context, ImageSet, Poison, derive_seed
+from benchmarks.run import DEFAULT_CACHE, get_poison, load_data
+from benchmarks.types import Budget, Context
 
 PROG = "python -m analysis.gallery"
-log = logging.getLogger("uebench.gallery")
 
 
 def _numpy(array: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -110,25 +108,6 @@ def pick(y: torch.Tensor, n: int) -> torch.Tensor:
     return torch.tensor(order[:n], dtype=torch.long)
 
 
-def cached_poison(
-    method: NoiseMethod, train: ImageSet, protocol: Protocol, cache: NoiseCache, seed: int, ctx: Context
-) -> Poison:
-    """The runner's poison for (training slice, method config, budget, seed): from ``cache``, else generated.
-
-    Same key and path as ``benchmarks.run.get_poison``, so the runner and the gallery share noise.
-    """
-    budget = method.budget(train.shape, protocol.radius)
-    key = f"{method.name}-{method_key(method, budget)}-{train.fingerprint()}-s{seed}"
-    path = cache.path(protocol.dataset, key)
-    poison = cache.load(path, train, budget)
-    if poison is None:
-        log.info("no cached %s noise at %s; generating it", method.name, path)
-        poison = method.generate(train, budget, ctx.with_seed(derive_seed(seed, "generate")))
-        poison.stats["budget"] = asdict(budget)
-        cache.save(path, poison)
-    return poison
-
-
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--methods", nargs="+", default=[], help="method names (noise from the cache, else generated)")
@@ -195,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache, ctx = NoiseCache(args.cache_dir), Context(device)
     rows: dict[str, torch.Tensor] = {}
     for method in methods:
-        poison = cached_poison(method, train.to(device), protocol, cache, args.seed, ctx)
+        poison = get_poison(method, train.to(device), protocol.radius, protocol.dataset, cache, ctx, args.seed)
         rows[method.name] = poison.per_sample(train.y.cpu()).cpu()
     rows.update(noises)
     index = pick(train.y, args.n)

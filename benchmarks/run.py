@@ -401,12 +401,16 @@ def cached_poison(plan: Plan, job: Job, train: ImageSet) -> Poison | None:
     return poison
 
 
+def _generate(method: NoiseMethod, train: ImageSet, budget: Budget, ctx: Context, seed: int) -> Poison:
+    """The one place noise is generated for a run's ``seed`` (its RNG streams derive from the seed alone)."""
+    poison = method.generate(train, budget, ctx.with_seed(derive_seed(seed, "generate")))
+    poison.stats["budget"] = asdict(budget)
+    return poison
+
+
 def generate_poison(plan: Plan, job: Job, train: ImageSet) -> Poison:
     """Generate the poison of ``job`` with its method (any process; writes nothing)."""
-    method = plan.methods[job.method]
-    poison = method.generate(train, job.budget, plan.ctx.with_seed(derive_seed(job.seed, "generate")))
-    poison.stats["budget"] = asdict(job.budget)
-    return poison
+    return _generate(plan.methods[job.method], train, job.budget, plan.ctx, job.seed)
 
 
 def save_poison(plan: Plan, job: Job, poison: Poison) -> None:
@@ -418,15 +422,23 @@ def save_poison(plan: Plan, job: Job, poison: Poison) -> None:
     log.info("generated %s noise in %.1f s -> %s", job.method, poison.stats.get("wall_s", 0.0), path)
 
 
-def get_poison(plan: Plan, method: NoiseMethod, train: ImageSet, seed: int) -> Poison:
-    """The cached poison for (data, method config, budget, seed), generated (and cached) on a miss."""
-    name = next(n for n, m in plan.methods.items() if m is method)
-    budget = method.budget(train.shape, plan.radius)
-    job = Job(name, seed, budget, _cache_key(method, method_key(method, budget), train.fingerprint(), seed), ())
-    poison = cached_poison(plan, job, train)
-    if poison is None:
-        poison = generate_poison(plan, job, train)
-        save_poison(plan, job, poison)
+def get_poison(
+    method: NoiseMethod, train: ImageSet, radius: float, dataset: str, cache: NoiseCache, ctx: Context, seed: int
+) -> Poison:
+    """The runner's poison for (training slice, method config, budget, seed) outside a campaign (the gallery, scripts):
+    from the noise cache under the key a run uses, else generated and cached.
+    """
+    budget = method.budget(train.shape, radius)
+    key = _cache_key(method, method_key(method, budget), train.fingerprint(), seed)
+    path = None if key is None else cache.path(dataset, key)
+    poison = None if path is None else cache.load(path, train, budget)
+    if poison is not None:
+        poison.stats["budget"] = asdict(budget)
+        return poison
+    poison = _generate(method, train, budget, ctx, seed)
+    if path is not None:
+        cache.save(path, poison)
+        log.info("generated %s noise in %.1f s -> %s", method.name, poison.stats.get("wall_s", 0.0), path)
     return poison
 
 

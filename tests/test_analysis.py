@@ -204,7 +204,8 @@ def test_gallery_cli_reads_the_runners_cache_and_noise_files(tmp_path, capsys) -
     run_args = ["--dataset", "synthetic", "--preset", "tiny", "--methods", "random", "--no-clean"]
     plan = runner.make_plan(runner.build_parser().parse_args([*run_args, "--cache-dir", str(cache)]))
     train, _ = runner.load_data(plan.protocol, None, False)
-    runner.get_poison(plan, plan.methods["random"], train, 0)  # the runner fills its cache
+    method = plan.methods["random"]
+    runner.get_poison(method, train, plan.radius, plan.protocol.dataset, plan.cache, plan.ctx, 0)  # fills the cache
     (cached,) = (cache / "synthetic").iterdir()
     stamp = cached.stat().st_mtime_ns
     patch = np.zeros((train.num_classes, *train.shape), dtype=np.int8)  # class-wise noise from a file
