@@ -3,7 +3,8 @@
     python -m benchmarks.expected --results-dir DIR --name smoke-fashion-mnist \\
         --command "python -m benchmarks.run --methods em sc random --defense none --seeds 0 1 2 --results-dir DIR"
 
-writes ``results/expected/<name>.json``: per (method, defense) the mean, sample standard deviation
+writes ``results/expected/<name>.json`` (``--only '*/none' 'sem/at4'``: just the matching cells of a
+larger campaign): per (method, defense) the mean, sample standard deviation
 and values of the final clean test accuracy over the seeds, the victim, data set, protocol and
 device they were measured on, and the command that produced the cells. ``tests/test_regression.py``
 reruns those cells and fails when a number leaves ``mean ± K_STD x std``. The file is generated,
@@ -13,6 +14,7 @@ never hand-edited: a deliberate change of protection is re-measured and the file
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import statistics
 import sys
@@ -35,11 +37,30 @@ def tolerance(entry: dict[str, Any]) -> float:
     return max(K_STD * float(entry["std"]), MIN_TOL)
 
 
-def build(records: Sequence[dict[str, Any]], command: str) -> dict[str, Any]:
-    """The expected-numbers document of ``records`` (cells of one dataset, preset and victim)."""
+def _main_variant(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the method config measured on the most seeds (a campaign's config next to single-seed
+    sweep variants of the same method); several configs with that many seeds are refused."""
+    seeds: dict[str, set[int]] = {}
+    for r in rows:
+        seeds.setdefault(r["method_hash"], set()).add(r["seed"])
+    most = max(len(s) for s in seeds.values())
+    best = [h for h, s in seeds.items() if len(s) == most]
+    if len(best) != 1:
+        raise ResultsError(f"{name}: several method configs {sorted(best)} on {most} seeds each; one expected")
+    return [r for r in rows if r["method_hash"] == best[0]]
+
+
+def build(records: Sequence[dict[str, Any]], command: str, only: Sequence[str] = ()) -> dict[str, Any]:
+    """The expected-numbers document of ``records`` (cells of one dataset, preset and victim).
+
+    ``only``: shell-style patterns on ``method/defense`` (e.g. ``*/none``, ``sem/at4``); the cells that
+    match none of them are left out (all are kept when ``only`` is empty).
+    """
     ok = [r for r in records if r.get("status") == "ok"]
+    if only:
+        ok = [r for r in ok if any(fnmatch.fnmatchcase(f"{r['method']}/{r['defense']}", p) for p in only)]
     if not ok:
-        raise ResultsError("no finished cells to build expected numbers from")
+        raise ResultsError(f"no finished cells to build expected numbers from (patterns: {' '.join(only) or 'all'})")
     for field in ("dataset", "preset", "victim"):
         values = {r[field] for r in ok}
         if len(values) != 1:
@@ -49,9 +70,7 @@ def build(records: Sequence[dict[str, Any]], command: str) -> dict[str, Any]:
         groups.setdefault(f"{r['method']}/{r['defense']}", []).append(r)
     cells = {}
     for name, rows in sorted(groups.items()):
-        hashes = {r["method_hash"] for r in rows}
-        if len(hashes) != 1:
-            raise ResultsError(f"{name}: several method configs {sorted(hashes)}; one per method expected")
+        rows = _main_variant(name, rows)
         rows.sort(key=lambda r: r["seed"])
         values = [round(float(r["metrics"]["final_acc"]), 6) for r in rows]
         cells[name] = {
@@ -85,9 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="file name under results/expected (without .json)")
     parser.add_argument("--command", required=True, help="the command that produced the cells")
     parser.add_argument("--out-dir", type=Path, default=EXPECTED_DIR)
+    parser.add_argument("--only", nargs="+", default=[], metavar="METHOD/DEFENSE", help="keep matching cells (globs)")
     args = parser.parse_args(argv)
     try:
-        doc = build(load_records(args.results_dir), args.command)
+        doc = build(load_records(args.results_dir), args.command, args.only)
     except ResultsError as err:
         print(f"expected: error: {err}", file=sys.stderr)
         return 2

@@ -496,6 +496,36 @@ def run(plan: Plan, train: ImageSet, test: ImageSet, executor: Executor | None =
     return [r for k in keys if (r := plan.store.load(k)) is not None]
 
 
+def stale_cells(plan: Plan, train: ImageSet, test: ImageSet) -> None:
+    """Refuse a results directory whose finished cells of this campaign were measured under another protocol.
+
+    A cell's key names the data set, preset, method config, victim, defense and seed, not the preset's
+    training recipe, slice sizes or defense options: a record that disagrees with the current ones
+    would otherwise be skipped as finished and reported as if it were measured now.
+
+    Raises:
+        UsageError: naming the first such cell and what differs.
+    """
+    keys, _ = campaign(plan, train)
+    want_recipe = json.loads(json.dumps(asdict(plan.protocol.recipe)))
+    for key in keys:
+        record = plan.store.load(key)
+        if record is None:
+            continue
+        now = {
+            "recipe": want_recipe,
+            "defense_cfg": json.loads(json.dumps(plan.defenses[key.defense].config())),
+            "train_size": len(train),
+            "test_size": len(test),
+        }
+        diff = [f"{k} {record.get(k)!r} != {v!r}" for k, v in now.items() if record.get(k) != v]
+        if diff:
+            raise UsageError(
+                f"{plan.store.path(key)} was measured under a different protocol ({'; '.join(diff)[:400]}); "
+                "pass another --results-dir, or delete the stale cells to remeasure them"
+            )
+
+
 def _finished(plan: Plan, key: CellKey) -> bool:
     record = plan.store.load(key)
     return record is not None and (record["status"] == "ok" or not plan.retry_errors)
@@ -571,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results = str(plan.store.root)
                 train, test = load_data(plan.protocol, args.data_root, args.download)
                 load_noise_files(plan, train)
+                stale_cells(plan, train, test)
                 executor = make_executor(args.executor, args.ray_address, args.ray_cpus, args.ray_gpus)
                 executor.connect(plan, args.device)
                 interrupts.arm()

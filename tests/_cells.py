@@ -37,7 +37,12 @@ def write_cell(
         "train_size": train_size,
         "test_size": 500,
         "generation": generation if generation is not None else {"wall_s": 1.0, "device": device},
-        "env": {"device": device, "timestamp_utc": f"2026-01-01T00:00:0{seed}+00:00", "git_commit": "abc"},
+        "env": {
+            "device": device,
+            "torch": "2.14.1",
+            "timestamp_utc": f"2026-01-01T00:00:0{seed}+00:00",
+            "git_commit": "abc",
+        },
         "status": status,
         "metrics": {"final_acc": float(final_acc), "peak_acc": float(final_acc) + 0.01, "train_acc": 0.9} if ok else {},
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +44,13 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One results and noise-cache directory for every runner call of the session on real data.
+
+    The regression rerun and the end-to-end protection checks ask for some of the same cells; the
+    runner resumes, so each poison is generated and each victim trained once per session.
+    """
+    return tmp_path_factory.mktemp("smoke-runs")

@@ -66,6 +66,15 @@ def test_speed_table_counts_each_poison_once(tmp_path, speed_cells, capsys) -> N
     assert_png(out / "speed.png")
 
 
+def test_speed_ratios_are_to_the_sem_variant_with_most_poisons(tmp_path, speed_cells) -> None:
+    cfg = {"sample_radius": 0.0}  # a one-seed sweep variant whose label sorts first
+    write_cell(speed_cells, "sem", "5e000001", generation=_gen(1.0, 20_000), method_cfg=cfg)
+    assert speed.main(["--results-dir", str(speed_cells), "--out-dir", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "speed.csv")
+    rem = table[table["method"] == "rem"].iloc[0]
+    assert rem["wall_vs_sem"] == pytest.approx(42.0 / 11.0)  # to the 2-poison SEM, not the 1-second variant
+
+
 def test_speed_needs_generation_cost(tmp_path, capsys) -> None:
     root = tmp_path / "cells"
     write_cell(root, "clean", "cccc0000")

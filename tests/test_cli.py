@@ -91,6 +91,28 @@ def test_campaign_writes_cells_prints_matrix_and_resumes(tmp_path, capsys) -> No
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()), "finished cells must not be redone"
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expect"),
+    [
+        ("recipe", {"name": "older-recipe"}, "recipe"),
+        ("defense_cfg", {"name": "none", "pad": 2}, "defense_cfg"),
+        ("train_size", 999, "train_size 999 != 256"),
+    ],
+)
+def test_cells_of_another_protocol_are_refused_not_reused(tmp_path, capsys, field, value, expect) -> None:
+    args = [*FAST, "--methods", "random", "--defense", "none"]
+    assert _run(tmp_path, *args) == 0
+    cell = next((tmp_path / "res" / "synthetic" / "tiny").glob("random-*.json"))
+    record = json.loads(cell.read_text())
+    record[field] = value  # as if a preset's recipe, slice or defense options changed since it was measured
+    cell.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert _run(tmp_path, *args) == 2
+    err = capsys.readouterr().err
+    assert "measured under a different protocol" in err and expect in err and cell.name in err
+    assert json.loads(cell.read_text()) == record  # reported, not overwritten
+
+
 def test_sweep_makes_one_poison_variant_per_value(tmp_path: Path, capsys) -> None:
     """--sweep expands into variants with distinct hashes and configs; the matrix labels them by option."""
     results = tmp_path / "cells"

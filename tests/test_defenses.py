@@ -12,6 +12,7 @@ from benchmarks.plugins import load_plugins
 from benchmarks.registry import DEFENSES, VICTIMS
 from benchmarks.train import Defense, TrainRecipe, fit
 from benchmarks.types import Context, ImageSet
+from victims.defenses.crop_flip import CropFlip
 from victims.defenses.cutout import Cutout
 
 load_plugins()
@@ -273,3 +274,27 @@ def test_preprocess_output_feeds_fit_validation() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 2))
     with pytest.raises(ValueError, match="preprocess"):
         fit(model, train, test, Broken(), TrainRecipe("t", steps=1, batch_size=4), Context(progress=False))
+
+
+def test_crop_flip_shifts_and_mirrors_each_image() -> None:
+    pad, n = 2, 64
+    x = torch.rand((n, 1, 8, 8), generator=_gen(11))
+    y = torch.arange(n) % 10
+    out, out_y = CropFlip(pad).augment(x, y, _gen(12))
+    assert out.shape == x.shape and torch.equal(out_y, y)
+    padded = F.pad(x, (pad,) * 4)
+    seen = set()
+    for i in range(n):  # every output is one of the (2 pad + 1)^2 x 2 shifted, maybe mirrored, views
+        shifts = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+        crops = {(dy, dx): padded[i, :, dy : dy + 8, dx : dx + 8] for dy, dx in shifts}
+        views = {(*k, flip): v.flip(-1) if flip else v for k, v in crops.items() for flip in (False, True)}
+        match = [k for k, v in views.items() if torch.equal(v, out[i])]
+        assert match, f"image {i} is not a padded crop (+flip) of its input"
+        seen.add(match[0])
+    assert len(seen) > 10  # random per image, not one shift for the batch
+
+
+def test_crop_flip_is_registered_and_rejects_negative_pad() -> None:
+    assert DEFENSES.get("crop-flip")().name == "crop-flip"
+    with pytest.raises(ValueError, match="pad"):
+        CropFlip(-1)

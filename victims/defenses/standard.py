@@ -1,4 +1,4 @@
-"""``none``: the recipe's standard augmentation (crop + flip) and cross-entropy, nothing else."""
+"""``none``: the recipe's standard augmentation (crop + flip in ``paper``, none in ``smoke``) and cross-entropy."""
 
 from __future__ import annotations
 
