@@ -28,7 +28,7 @@ import torch
 from analysis._cli import Parser, UsageError, check_out_dir, fail, save_png, subplots
 from benchmarks.cache import NoiseCache
 from benchmarks.data import DatasetMissingError
-from benchmarks.noisefile import FileNoise, NoiseFileError
+from benchmarks.noisefile import FileNoise, NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, METHODS, PRESETS, UnknownNameError
@@ -111,15 +111,7 @@ def pick(y: torch.Tensor, n: int) -> torch.Tensor:
 def build_parser() -> Parser:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--methods", nargs="+", default=[], help="method names (noise from the cache, else generated)")
-    p.add_argument(
-        "--noise-file",
-        dest="noise_files",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PATH",
-        help="a row from a poison file, as benchmarks.run --noise-file reads it (repeatable)",
-    )
+    add_noise_file_option(p, "a row from a poison file, as benchmarks.run --noise-file reads it (repeatable)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--preset", default="smoke")
     p.add_argument("--seed", type=int, default=0, help="the noise seed, as in benchmarks.run --seeds")

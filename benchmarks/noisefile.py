@@ -17,6 +17,7 @@ The cells of a file are recorded as method ``file:<stem>`` with the first 8 hex 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import re
@@ -34,6 +35,13 @@ from benchmarks.types import Budget, Context, ImageSet, Poison
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 _DIGITS = re.compile(r"([0-9]+)")
+
+
+def add_noise_file_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--noise-file PATH`` (repeatable) into ``args.noise_files``, as the runner and the gallery take it."""
+    parser.add_argument(
+        "--noise-file", dest="noise_files", action="append", default=[], type=Path, metavar="PATH", help=help
+    )
 
 
 class NoiseFileError(ValueError):

@@ -38,7 +38,7 @@ from benchmarks.executors import Executor, ExecutorError, LocalExecutor, check_r
 from benchmarks.io import remove_stale_temps
 from benchmarks.matrix import matrix, method_labels, to_frame
 from benchmarks.noise import NoiseMethod, config_hash
-from benchmarks.noisefile import FileNoise, NoiseFileError
+from benchmarks.noisefile import FileNoise, NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
@@ -69,14 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"method names or wildcards (default: {' '.join(DEFAULT_METHODS)}; none with --noise-file)",
     )
-    p.add_argument(
-        "--noise-file",
-        dest="noise_files",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="PATH",
-        help="evaluate a poison made elsewhere (repeatable): .npz with int8 'delta' (N|K,C,H,W) or uint8\n"
+    add_noise_file_option(
+        p,
+        "evaluate a poison made elsewhere (repeatable): .npz with int8 'delta' (N|K,C,H,W) or uint8\n"
         "protected images 'x' (N,C,H,W), optional labels 'y'; or a folder of PNGs in data-set order",
     )
     p.add_argument("--victims", nargs="+", default=None, help="victim names (default: the preset's)")
@@ -507,14 +502,15 @@ def stale_cells(plan: Plan, train: ImageSet, test: ImageSet) -> None:
         UsageError: naming the first such cell and what differs.
     """
     keys, _ = campaign(plan, train)
-    want_recipe = json.loads(json.dumps(asdict(plan.protocol.recipe)))
+    recipe = json.loads(json.dumps(asdict(plan.protocol.recipe)))  # as stored: tuples become lists
+    defense_cfg = {name: json.loads(json.dumps(d.config())) for name, d in plan.defenses.items()}
     for key in keys:
         record = plan.store.load(key)
         if record is None:
             continue
         now = {
-            "recipe": want_recipe,
-            "defense_cfg": json.loads(json.dumps(plan.defenses[key.defense].config())),
+            "recipe": recipe,
+            "defense_cfg": defense_cfg[key.defense],
             "train_size": len(train),
             "test_size": len(test),
         }

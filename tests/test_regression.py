@@ -52,33 +52,19 @@ def test_expected_files_exist_and_are_consistent() -> None:
             assert min(entry["values"]) <= entry["mean"] <= max(entry["values"])
 
 
-def _rerun_argvs(doc: dict[str, Any], seed: int, out: Path) -> list[list[str]]:
+def _rerun_argvs(doc: dict[str, Any], seeds: list[int], out: Path) -> list[list[str]]:
     """One runner command per defense, for exactly the file's methods under it (cells resume, so the
     clean baseline and the noise of a method are made once)."""
     by_defense: dict[str, set[str]] = {}
     for name in doc["cells"]:
         method, defense = name.split("/")
         by_defense.setdefault(defense, set()).add(method)
+    common = [
+        "--seeds", *map(str, seeds), "--no-progress", "--dataset", doc["dataset"], "--preset", doc["preset"],
+        "--victims", doc["victim"], "--results-dir", str(out / "cells"), "--cache-dir", str(out / "cache"),
+    ]  # fmt: skip
     return [
-        [
-            "--dataset",
-            doc["dataset"],
-            "--preset",
-            doc["preset"],
-            "--victims",
-            doc["victim"],
-            "--methods",
-            *sorted(methods - {"clean"}),
-            "--defense",
-            defense,
-            "--seeds",
-            str(seed),
-            "--no-progress",
-            "--results-dir",
-            str(out / "cells"),
-            "--cache-dir",
-            str(out / "cache"),
-        ]  # fmt: skip
+        ["--methods", *sorted(methods - {"clean"}), "--defense", defense, *common]
         for defense, methods in sorted(by_defense.items())
     ]
 
@@ -93,7 +79,7 @@ def test_protection_numbers_hold(path: Path, smoke_runs: Path) -> None:
     if not any(d.startswith("cpu") for d in doc["device"]) and not torch.cuda.is_available():
         pytest.skip(f"measured on {doc['device']}; no comparable device here")
     seed = min(entry["seeds"][0] for entry in doc["cells"].values())
-    for argv in _rerun_argvs(doc, seed, smoke_runs):
+    for argv in _rerun_argvs(doc, [seed], smoke_runs):
         assert runner.main(argv) == 0
     got = {
         f"{r['method']}/{r['defense']}": r
@@ -120,10 +106,8 @@ def test_protection_numbers_hold(path: Path, smoke_runs: Path) -> None:
 def _remeasure(doc: dict[str, Any], path: Path) -> str:
     """How to re-measure exactly the file's cells on all its seeds and rebuild it."""
     seeds = sorted({s for entry in doc["cells"].values() for s in entry["seeds"]})
-    commands = []
-    for argv in _rerun_argvs(doc, seeds[0], Path("/tmp/remeasure")):
-        at = argv.index("--seeds")
-        commands.append(" ".join(["python -m benchmarks.run", *argv[: at + 1], *map(str, seeds), *argv[at + 2 :]]))
+    argvs = _rerun_argvs(doc, seeds, Path("/tmp/remeasure"))
+    commands = [" ".join(["python -m benchmarks.run", *argv]) for argv in argvs]
     patterns = " ".join(f"'{name}'" for name in sorted(doc["cells"]))
     return (
         "\nIf the change is deliberate, re-measure and rebuild the expected file:\n  "
