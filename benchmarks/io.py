@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from benchmarks.interrupts import deferred
+
 log = logging.getLogger(__name__)
 _OWNER = re.compile(r"~(?P<host>[^~/]*)~(?P<pid>[0-9]+)~[^~/]*\.tmp$")
 #: temp files of another host, or of an older version (no owner in the name), older than this are stale
@@ -39,20 +41,23 @@ _MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's files are 0600
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through ``write(fileobj)`` into a temp file beside ``path``, fsync, then rename over it.
 
-    The file gets the mode a plain ``open()`` would give it (``0666 & ~umask``), not mkstemp's 0600.
+    The file gets the mode a plain ``open()`` would give it (``0666 & ~umask``), not mkstemp's 0600. A stop
+    (SIGINT/SIGTERM under :class:`~benchmarks.interrupts.Interrupts`) that arrives during the write takes
+    effect once the file is in place.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.~{_host()}~{os.getpid()}~", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with deferred():
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.~{_host()}~{os.getpid()}~", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, _MODE)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -20,9 +20,7 @@ import json
 import logging
 import math
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +33,7 @@ from benchmarks.cache import NoiseCache
 from benchmarks.data import DatasetMissingError, load_dataset, stratified_head
 from benchmarks.env import environment
 from benchmarks.executors import Executor, ExecutorError, LocalExecutor, check_resource, make_executor
+from benchmarks.interrupts import Interrupts
 from benchmarks.io import remove_stale_temps
 from benchmarks.matrix import matrix, method_labels, to_frame
 from benchmarks.noise import NoiseMethod, config_hash
@@ -539,44 +538,6 @@ def _report(key: CellKey, record: dict[str, Any], path: Path) -> None:
     )
 
 
-class _Interrupts:
-    """While active, SIGINT and SIGTERM raise ``KeyboardInterrupt`` (main thread only) and are remembered."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.received.append(signum)
-        raise KeyboardInterrupt
-
-    def arm(self) -> None:
-        """(Re)install the handlers, e.g. after ``ray.init`` replaced the one of SIGTERM."""
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                old = signal.signal(sig, self._handler)
-                self._previous.setdefault(sig, old)
-
-    def __enter__(self) -> _Interrupts:
-        self.arm()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, old in self._previous.items():
-            signal.signal(sig, old)
-
-    @property
-    def exit_code(self) -> int:
-        """``128 + signal``, as a shell reports a process ended by it (130 for SIGINT)."""
-        return 128 + (self.received[-1] if self.received else signal.SIGINT)
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.received[-1]).name if self.received else "SIGINT"
-
-
 def _fail(err: BaseException) -> int:
     """Report ``err`` on one line of printable text; return exit code 2."""
     text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(str(err).split()))
@@ -589,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_plugins()
     executor: Executor | None = None
     results = "the results directory"
-    with _Interrupts() as interrupts:
+    with Interrupts() as interrupts:
         try:
             try:
                 args = build_parser().parse_args(argv)
@@ -607,7 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 remove_stale_temps(root)
             start = time.perf_counter()
             records = run(plan, train, test, executor)
-        except KeyboardInterrupt:
+        except BaseException as err:
+            # after a stop, whatever it raised on its way out (a library may turn the KeyboardInterrupt into
+            # another error in its clean-up) is the stop
+            if not (isinstance(err, KeyboardInterrupt) or interrupts.received):
+                raise
+            log.debug("stopped by %s", interrupts.name, exc_info=True)
             print(
                 f"uebench: interrupted by {interrupts.name}: finished cells are kept in {results}; "
                 "run the same command again to resume",

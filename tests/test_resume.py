@@ -16,14 +16,15 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks import interrupts, store
 from benchmarks import io as uio
 from benchmarks import run as runner
-from benchmarks import store
 
 REPO = Path(__file__).resolve().parent.parent
 # (clean, random, sc) x none x seeds (0, 1): 6 cells of well under a second each
@@ -129,7 +130,8 @@ def test_sigint_exits_cleanly_and_rerun_completes(tmp_path, reference, capsys) -
 
 
 def test_sigterm_in_the_middle_of_a_write_exits_143_and_rerun_completes(tmp_path, reference, capsys, monkeypatch):
-    """SIGTERM (a scheduler's stop) while the second cell's file is half written: no torn file, no temp file."""
+    """SIGTERM (a scheduler's stop) while the second cell's file is half written: the write finishes, then the run
+    stops; no torn file, no temp file."""
     real_train = runner.train_cell
     calls = []
 
@@ -152,9 +154,62 @@ def test_sigterm_in_the_middle_of_a_write_exits_143_and_rerun_completes(tmp_path
     assert runner.main([*ARGS, *_dirs(tmp_path)]) == 143
     assert signal.getsignal(signal.SIGTERM) is previous, "main restores the signal handlers"
     assert "uebench: interrupted by SIGTERM" in capsys.readouterr().err
-    assert len(_cells(tmp_path)) == 1 and _temps(tmp_path) == []
+    assert len(calls) == 2, "the stop takes effect after the write, before the next cell"
+    assert len(_cells(tmp_path)) == 2 and _temps(tmp_path) == []
     monkeypatch.undo()
     _resume_and_compare(tmp_path, reference, capsys)
+
+
+def test_sigint_inside_the_noise_cache_zip_writer_exits_130(tmp_path, reference, capsys, monkeypatch) -> None:
+    """A stop inside ``np.savez_compressed`` (where CI once caught one: the KeyboardInterrupt surfaced in
+    zipfile's clean-up as a ValueError, exit 1 with a traceback) exits 130 with the noise file whole."""
+    real = zipfile._get_compressor
+    calls = []
+
+    def get_compressor(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            signal.raise_signal(signal.SIGINT)  # the handler runs here, between the zip entry's header and data
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "_get_compressor", get_compressor)
+    assert runner.main([*ARGS, *_dirs(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "uebench: interrupted by SIGINT" in err and "Traceback" not in err, err
+    (npz,) = (tmp_path / "cache").rglob("*.npz")
+    with np.load(npz, allow_pickle=False) as kept:
+        assert kept["delta"].dtype == np.int8, "the noise file that was being written is whole"
+    assert _temps(tmp_path) == []
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert runner.main([*ARGS, *_dirs(tmp_path)]) == 0
+    assert _numbers(_cells(tmp_path)) == reference
+
+
+def test_stop_inside_deferred_is_raised_at_its_end(monkeypatch) -> None:
+    steps = []
+    with interrupts.Interrupts() as stops, pytest.raises(KeyboardInterrupt):
+        with interrupts.deferred():
+            with interrupts.deferred():  # nested: held back to the outermost end
+                signal.raise_signal(signal.SIGTERM)
+                steps.append("inner")
+            steps.append("outer")
+        steps.append("after")  # not reached
+    assert steps == ["inner", "outer"] and stops.exit_code == 143
+    with interrupts.Interrupts(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)  # outside deferred(): at once
+        steps.append("not reached")
+    assert steps == ["inner", "outer"]
+
+
+def test_stop_inside_deferred_wins_over_the_blocks_own_error() -> None:
+    with interrupts.Interrupts(), pytest.raises(KeyboardInterrupt) as info:
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            raise OSError("disk full")
+    assert isinstance(info.value.__context__, OSError)
+    with interrupts.deferred():  # nothing left pending
+        pass
 
 
 # -------------------------------------------------------------------------------- broken files are redone
