@@ -8,6 +8,8 @@ noise through them.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -87,3 +89,27 @@ def center_crop(x: Tensor, size: int) -> Tensor:
     h, w = x.shape[-2:]
     top, left = (h - size) // 2, (w - size) // 2
     return x[..., top : top + size, left : left + size]
+
+
+#: the named training augmentations of recipes and methods (``T`` of the EOT)
+Name = Literal["crop_flip", "resized_crop_flip", "none"]
+NAMES: tuple[str, ...] = get_args(Name)
+
+
+def check_name(name: str, what: str = "augment") -> None:
+    """Raise ``ValueError`` naming the accepted augmentations unless ``name`` is one of them."""
+    if name not in NAMES:
+        raise ValueError(f"{what} must be one of {', '.join(NAMES)}, got {name!r}")
+
+
+def by_name(
+    name: str, x: Tensor, generator: torch.Generator | None, crop_size: int | None = None, pad: int = 4
+) -> Tensor:
+    """The augmentation called ``name`` on a batch: ``crop_flip`` (CIFAR: pad ``pad``), ``resized_crop_flip``
+    (ImageNet subset: output side ``crop_size``, default the input's) or ``none``."""
+    if name == "crop_flip":
+        return crop_flip(x, generator, pad)
+    if name == "resized_crop_flip":
+        return resized_crop_flip(x, generator, crop_size or x.shape[-1])
+    check_name(name)
+    return x

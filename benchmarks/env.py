@@ -1,8 +1,21 @@
-"""The environment a number was measured in: code version, library versions, device."""
+"""The environment a number was measured in: code version, and everything that decides the numerics.
+
+A training run is deterministic on one machine, but its numbers move with the kernels torch dispatches
+to: the instruction set ATen's vectorised kernels use (``ATEN_CPU_CAPABILITY``), oneDNN's convolution
+kernels (``ONEDNN_MAX_CPU_ISA``, and its blocking, which depends on the CPU model), the number of threads
+that split each reduction, and on a GPU the cuDNN version, TF32 and the deterministic flags. A cell
+records all of them in ``env.numerics`` so two numbers can be compared knowing what differed.
+
+``dirty`` says whether the code (every tracked file outside ``results/``, and untracked files in the
+packages) differed from the commit; ``diff_sha256`` then identifies the exact difference.
+"""
 
 from __future__ import annotations
 
 import datetime
+import functools
+import hashlib
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -11,28 +24,105 @@ from typing import Any
 import torch
 
 from benchmarks import __version__
-from benchmarks.noise import device_name
 
 REPO = Path(__file__).resolve().parent.parent
+#: paths whose changes do not change what the code computes: measured results and their reports
+RESULTS_PATHSPEC = ":(exclude)results"
+CODE_DIRS = ("benchmarks", "methods", "victims", "analysis", "scripts")
+#: environment variables that change which kernels run (or how many threads split them)
+NUMERICS_VARIABLES = (
+    "ATEN_CPU_CAPABILITY",
+    "ONEDNN_MAX_CPU_ISA",
+    "DNNL_MAX_CPU_ISA",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "MKL_CBWR",
+    "CUBLAS_WORKSPACE_CONFIG",
+)
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, text: bool = True) -> Any:
     try:
-        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=text, timeout=20, check=True)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip()
+    return out.stdout.strip() if text else out.stdout
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    """Git commit (and whether the tree was dirty), versions, device, time."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
+def source_state() -> dict[str, Any]:
+    """``git_commit``, ``dirty`` and, when dirty, ``diff_sha256`` of the code (``results/`` excluded).
+
+    Untracked files count when they sit in a code directory (a new method file changes what runs).
+    ``dirty`` is None outside a git checkout (an installed package).
+    """
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "dirty": None}
+    diff = _git("diff", "HEAD", "--binary", "--", ".", RESULTS_PATHSPEC, text=False) or b""
+    untracked = _git("ls-files", "--others", "--exclude-standard", "--", *CODE_DIRS) or ""
+    if not diff and not untracked:
+        return {"git_commit": commit, "dirty": False}
+    digest = hashlib.sha256(diff)
+    for name in sorted(untracked.splitlines()):
+        digest.update(name.encode() + b"\0")
+        try:
+            digest.update((REPO / name).read_bytes())
+        except OSError:
+            pass
+    return {"git_commit": commit, "dirty": True, "diff_sha256": digest.hexdigest()[:16]}
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    """A human name of the device, e.g. ``cpu (2 threads)`` or ``NVIDIA H100 80GB HBM3``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def numerics(device: torch.device, precision: str | None = None) -> dict[str, Any]:
+    """What decides the floating-point results on ``device``: kernels, threads, libraries, flags."""
+    out: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA of ATen's vectorised kernels
+        "threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "precision": precision,
+        "variables": {k: os.environ[k] for k in NUMERICS_VARIABLES if k in os.environ},
+    }
+    if device.type == "cuda":
+        out.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_deterministic=torch.backends.cudnn.deterministic,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        )
+    return out
+
+
+def environment(device: torch.device, precision: str | None = None) -> dict[str, Any]:
+    """Code version (commit, dirty flag, diff hash), library versions, device, numerics, time."""
     return {
         "uebench": __version__,
-        "git_commit": _git("rev-parse", "--short=12", "HEAD"),
-        "dirty": bool(status) if status is not None else None,
+        **source_state(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),
+        "numerics": numerics(device, precision),
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

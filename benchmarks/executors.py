@@ -78,7 +78,8 @@ class LocalExecutor(Executor):
             poison = cached_poison(plan, job, train)
             if poison is None:
                 poison = generate_poison(plan, job, train)
-                on_poison(job, poison)
+                if isinstance(poison, Poison):
+                    on_poison(job, poison)
             protected = protect(poison, train)
             for key in job.cells:
                 on_record(key, train_cell(plan, key, protected, test, poison))
@@ -98,15 +99,15 @@ def _worker_plan(plan: Plan) -> Plan:
     return replace(plan, ctx=ctx)
 
 
-def generate_task(plan: Plan, job: Job, train: ImageSet) -> Poison:
-    """Ray task: generate the poison of ``job`` (never touches the cache)."""
+def generate_task(plan: Plan, job: Job, train: ImageSet) -> Any:
+    """Ray task: generate the poison of ``job``, or its GenerationFailure (never touches the cache)."""
     from benchmarks.run import generate_poison
 
     plan = _worker_plan(plan)
     return generate_poison(plan, job, train.to(plan.ctx.device))
 
 
-def cell_task(plan: Plan, key: CellKey, train: ImageSet, test: ImageSet, poison: Poison) -> dict[str, Any]:
+def cell_task(plan: Plan, key: CellKey, train: ImageSet, test: ImageSet, poison: Any) -> dict[str, Any]:
     """Ray task: train the victim of one cell on ``train`` protected by ``poison``; returns the record."""
     from benchmarks.run import protect, train_cell
 
@@ -217,7 +218,8 @@ class RayExecutor(Executor):
                     job, key = pending.pop(ref)
                     value = ray.get(ref)
                     if key is None:
-                        on_poison(job, value)
+                        if isinstance(value, Poison):  # a GenerationFailure reaches its cells as error rows
+                            on_poison(job, value)
                         continue
                     on_record(key, value)
                     open_cells[id(job)] -= 1

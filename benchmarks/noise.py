@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from benchmarks.env import device_name
 from benchmarks.types import Budget, Context, ImageSet, Poison
 
 
@@ -73,6 +74,8 @@ def _accepts(kind: Any, value: Any) -> tuple[bool, Any]:
         return False, value
     if kind is type(None):
         return value is None, value
+    if typing.get_origin(kind) is typing.Literal:
+        return value in typing.get_args(kind) and not isinstance(value, bool), value
     if kind is bool:
         return isinstance(value, bool), value
     if isinstance(value, bool):
@@ -112,6 +115,9 @@ def check_options(cls: type, options: dict[str, Any] | None) -> dict[str, Any]:
         kind = hints.get(key, Any)
         ok, converted = _accepts(kind, value)
         if not ok:
+            if typing.get_origin(kind) is typing.Literal:
+                accepted = ", ".join(map(repr, typing.get_args(kind)))
+                raise ValueError(f"{cls.__qualname__}.{key}: expected one of {accepted}, got {value!r}")
             name = getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
             raise ValueError(f"{cls.__qualname__}.{key}: expected {name}, got {value!r}")
         out[key] = converted
@@ -253,10 +259,3 @@ class NoiseMethod(ABC):
         radius = float(getattr(self.config, "adv_radius", 0.0)) or DEFAULT_RADIUS
         out = robustness(model, poison.apply(train), ctx, radius)
         return {**out, "robustness_s": time.perf_counter() - start}
-
-
-def device_name(device: torch.device) -> str:
-    """A human name of the device, e.g. ``cpu (2 threads)`` or ``NVIDIA H100 80GB HBM3``."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"

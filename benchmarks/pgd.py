@@ -41,6 +41,7 @@ def pgd_optimize(
     steps: int,
     ascent: bool,
     project: Callable[[Tensor], Tensor] | None = None,
+    project_last: bool = True,
 ) -> Tensor:
     """Sign-gradient PGD on a perturbation inside the L-inf ball of radius ``eps``.
 
@@ -50,6 +51,9 @@ def pgd_optimize(
         eps: L-inf radius; alpha: step size; steps: number of sign steps.
         ascent: maximise the objective (attack) if true, else minimise it (error-minimising noise).
         project: extra projection after each step, e.g. onto the valid pixel box.
+        project_last: also apply ``project`` after the last step. False returns the last step's
+            perturbation before that projection (clipped to the ball only), as the official class-wise
+            EM code does before it averages the per-sample results.
 
     Returns:
         The detached perturbation after ``steps`` steps.
@@ -58,13 +62,13 @@ def pgd_optimize(
         ``init`` and the result have the same shape; float, in the units of ``eps``.
     """
     delta = init.detach().clone()
-    for _ in range(steps):
+    for step in range(steps):
         delta.requires_grad_(True)
         (grad,) = torch.autograd.grad(objective(delta), delta)
         with torch.no_grad():
             delta = delta + alpha * grad.sign() if ascent else delta - alpha * grad.sign()
             delta = delta.clamp_(-eps, eps)
-            if project is not None:
+            if project is not None and (project_last or step + 1 < steps):
                 delta = project(delta)
     return delta.detach()
 

@@ -31,7 +31,7 @@ import torch
 
 from benchmarks.cache import NoiseCache
 from benchmarks.data import DatasetMissingError, load_dataset, stratified_head
-from benchmarks.env import environment
+from benchmarks.env import device_name, environment
 from benchmarks.executors import Executor, ExecutorError, LocalExecutor, check_resource, make_executor
 from benchmarks.interrupts import Interrupts
 from benchmarks.io import remove_stale_temps
@@ -40,7 +40,7 @@ from benchmarks.noise import NoiseMethod, config_hash
 from benchmarks.noisefile import FileNoise, NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
-from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
+from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, VICTIMS, UnknownNameError
 from benchmarks.store import CellKey, ResultStore
 from benchmarks.train import Defense, NonFiniteLossError, fit
 from benchmarks.types import Budget, Context, ImageSet, Poison, derive_seed
@@ -304,6 +304,10 @@ def make_plan(args: argparse.Namespace) -> Plan:
             defenses[name] = DEFENSES.get(name)(**protocol.defense_options(DEFENSES.template(name)))
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
+    for label, method in methods.items():
+        surrogate = getattr(getattr(method, "config", None), "surrogate", None)
+        if surrogate is not None and surrogate not in VICTIMS:
+            raise UsageError(f"{label}: unknown surrogate {surrogate!r}; accepted: {', '.join(VICTIMS.accepted())}")
     radius = _parse_radius(args.radius, protocol.radius)
     ctx = Context(_device(args.device, here=args.executor == "local"), progress=not args.no_progress)
     store, cache = ResultStore(args.results_dir), NoiseCache(args.cache_dir)
@@ -402,9 +406,31 @@ def _generate(method: NoiseMethod, train: ImageSet, budget: Budget, ctx: Context
     return poison
 
 
-def generate_poison(plan: Plan, job: Job, train: ImageSet) -> Poison:
-    """Generate the poison of ``job`` with its method (any process; writes nothing)."""
-    return _generate(plan.methods[job.method], train, job.budget, plan.ctx, job.seed)
+@dataclass(frozen=True)
+class GenerationFailure:
+    """A noise generation that raised: every cell of its job becomes an error row, the campaign goes on."""
+
+    error: str
+    budget: dict[str, Any]
+    train_size: int
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What a cell reads from a poison's stats: the budget alone."""
+        return {"budget": self.budget}
+
+
+def generate_poison(plan: Plan, job: Job, train: ImageSet) -> Poison | GenerationFailure:
+    """Generate the poison of ``job`` with its method (any process; writes nothing).
+
+    Any exception of the method (a bug, NaN, out of memory, a budget violation) is returned as a
+    :class:`GenerationFailure` with its traceback logged; a stop (KeyboardInterrupt) is not caught.
+    """
+    try:
+        return _generate(plan.methods[job.method], train, job.budget, plan.ctx, job.seed)
+    except Exception as err:
+        log.error("generating %s (seed %d) failed", job.method, job.seed, exc_info=True)
+        return GenerationFailure(f"generation failed: {type(err).__name__}: {err}", asdict(job.budget), len(train))
 
 
 def save_poison(plan: Plan, job: Job, poison: Poison) -> None:
@@ -436,35 +462,45 @@ def get_poison(
     return poison
 
 
-def protect(poison: Poison, train: ImageSet) -> ImageSet:
-    """The protected training set a data owner would publish."""
-    return poison.apply(train)
+def protect(poison: Poison | GenerationFailure, train: ImageSet) -> ImageSet | None:
+    """The protected training set a data owner would publish (None when the generation failed)."""
+    return poison.apply(train) if isinstance(poison, Poison) else None
 
 
-def train_cell(plan: Plan, key: CellKey, protected: ImageSet, test: ImageSet, poison: Poison) -> dict[str, Any]:
-    """Train one victim and return its results record (status ``ok`` or ``error``); writes nothing."""
+def train_cell(
+    plan: Plan, key: CellKey, protected: ImageSet | None, test: ImageSet, poison: Poison | GenerationFailure
+) -> dict[str, Any]:
+    """Train one victim and return its results record (status ``ok`` or ``error``); writes nothing.
+
+    A failed generation, and any exception while training (divergence, out of memory, a bug), give a
+    record with status ``error`` and the reason; the traceback is logged.
+    """
     from victims.archs import build_victim
 
-    # Victim init, data order and augmentation depend on (seed, victim, defense) only, not on the
-    # method: every method is compared on the same random numbers (common random numbers).
-    ctx = plan.ctx.with_seed(derive_seed(key.seed, "victim", key.victim, key.defense))
-    ctx.manual_seed()
     defense = plan.defenses[key.defense]
-    model = build_victim(key.victim, protected.num_classes, protected.shape[0])
     record: dict[str, Any] = {
         **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
         "method_cfg": asdict(plan.methods[plan.labels.get((key.method, key.method_hash), key.method)].config),
         "budget": poison.stats.get("budget"),
         "defense_cfg": defense.config(),
         "recipe": asdict(plan.protocol.recipe),
-        "train_size": len(protected),
+        "train_size": len(protected) if protected is not None else getattr(poison, "train_size", None),
         "test_size": len(test),
         "generation": {k: v for k, v in poison.stats.items() if k != "budget"},
-        "env": environment(plan.ctx.device),
+        "env": environment(plan.ctx.device, plan.ctx.precision),
     }
+    if isinstance(poison, GenerationFailure) or protected is None:
+        return {**record, "status": "error", "error": getattr(poison, "error", "no protected set"), "metrics": {}}
+    # Victim init, data order and augmentation depend on (seed, victim, defense) only, not on the
+    # method: every method is compared on the same random numbers (common random numbers).
+    ctx = plan.ctx.with_seed(derive_seed(key.seed, "victim", key.victim, key.defense))
     try:
+        ctx.manual_seed()
+        model = build_victim(key.victim, protected.num_classes, protected.shape[0])
         result = fit(model, protected, test, defense, plan.protocol.recipe, ctx, desc=key.cell_id)
-    except (NonFiniteLossError, torch.cuda.OutOfMemoryError) as err:
+    except Exception as err:
+        if not isinstance(err, NonFiniteLossError | torch.cuda.OutOfMemoryError):
+            log.error("cell %s failed", key.cell_id, exc_info=True)
         return {**record, "status": "error", "error": f"{type(err).__name__}: {err}", "metrics": {}}
     metrics = {k: float(v) for k, v in result.as_dict().items() if k in ("final_acc", "peak_acc", "train_acc")}
     return {
@@ -589,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     frame["method"] = [
         labels[k] for k in zip(frame["dataset"], frame["preset"], frame["method"], frame["method_hash"], strict=True)
     ]
-    devices = ", ".join(sorted(map(str, frame["device"].dropna().unique()))) or environment(plan.ctx.device)["device"]
+    devices = ", ".join(sorted(map(str, frame["device"].dropna().unique()))) or device_name(plan.ctx.device)
     print(
         f"\nclean test accuracy (%), final: dataset {plan.protocol.dataset}, preset {plan.protocol.preset}, "
         f"seeds {plan.seeds}, device {devices}, executor {executor.name}"
@@ -597,6 +633,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     for victim, part in frame.groupby("victim", sort=False):
         print(f"victim {victim}\n{matrix(part).to_string()}\n")
     print(f"results: {plan.store.root}  noise cache: {plan.cache.root}  wall {time.perf_counter() - start:.1f} s")
+    failed = [r["cell_id"] for r in records if r["status"] != "ok"]
+    if failed:
+        print(
+            f"uebench: {len(failed)} of {len(records)} cells failed (status error, the reason in each cell): "
+            f"{', '.join(failed[:5])}{' ...' if len(failed) > 5 else ''}; rerun with --retry-errors",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

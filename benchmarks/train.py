@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -38,7 +39,7 @@ class TrainRecipe:
     milestones: tuple[float, ...] = (0.4, 0.8)  # fractions of `steps` where the LR is multiplied by gamma
     gamma: float = 0.1
     grad_clip: float | None = None  # max grad norm; None = off
-    augment: Literal["crop_flip", "resized_crop_flip", "none"] = "crop_flip"
+    augment: augment.Name = "crop_flip"
     crop_pad: int = 4  # zero padding of the random crop
     crop_size: int | None = None  # output side of the train crop / test centre crop (ImageNet: 224)
     eval_every: int = 1000  # steps between clean test evaluations (peak accuracy is over these)
@@ -46,6 +47,7 @@ class TrainRecipe:
     def __post_init__(self) -> None:
         if self.steps <= 0 or self.batch_size <= 0 or self.eval_every <= 0:
             raise ValueError(f"recipe {self.name}: steps, batch_size and eval_every must be positive")
+        augment.check_name(self.augment, f"recipe {self.name}: augment")
 
     def lr_at(self, step: int) -> float:
         """Learning rate for 0-based ``step``."""
@@ -56,11 +58,7 @@ class TrainRecipe:
         return self.lr
 
     def train_augment(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        if self.augment == "crop_flip":
-            return augment.crop_flip(x, generator, self.crop_pad)
-        if self.augment == "resized_crop_flip":
-            return augment.resized_crop_flip(x, generator, self.crop_size or x.shape[-1])
-        return x
+        return augment.by_name(self.augment, x, generator, self.crop_size, self.crop_pad)
 
     def test_view(self, x: Tensor) -> Tensor:
         return augment.center_crop(x, self.crop_size) if self.crop_size else x
@@ -87,20 +85,26 @@ class Defense:
         """Per batch on the device after the standard augmentation; ``y`` may become soft ``(N, K)``."""
         return x, y
 
-    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """Training loss of one batch; ``y`` is int64 ``(N,)`` or soft float ``(N, K)``."""
-        return F.cross_entropy(model(x), y)
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Training loss of one batch and the logits it was computed from (the one training forward).
+
+        ``y`` is int64 ``(N,)`` or soft float ``(N, K)``. The training accuracy is read from the returned
+        logits, so no extra forward pass (which would update BatchNorm statistics) is ever needed.
+        """
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits
 
 
 def adversarial_loss(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, generator: torch.Generator
-) -> Tensor:
-    """Madry adversarial training loss: cross-entropy on the L-inf PGD example of ``x``.
+) -> tuple[Tensor, Tensor]:
+    """Madry adversarial training loss: cross-entropy on the L-inf PGD example of ``x``, and its logits.
 
     The attack runs with BN in eval mode and a uniform random start; the update uses train mode.
     """
     delta = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, random_start=True, generator=generator)
-    return F.cross_entropy(model(x + delta), y)
+    logits = model(x + delta)
+    return F.cross_entropy(logits, y), logits
 
 
 @dataclass
@@ -110,7 +114,9 @@ class FitResult:
     final_acc: float
     peak_acc: float
     peak_step: int
-    train_acc: float  # accuracy on the (augmented, defended) training batches of the last eval period
+    #: accuracy of the training forward itself (augmented, defended batches: adversarial ones under at<k>)
+    #: over the last evaluation period
+    train_acc: float
     curve: list[tuple[int, float]] = field(default_factory=list)
     wall_s: float = 0.0
     steps: int = 0
@@ -167,13 +173,18 @@ def sgd_step(model: nn.Module, opt: torch.optim.Optimizer, loss: Tensor, recipe:
     opt.step()
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Any:
-    """Endless shuffled index batches of a data set of size ``n`` (drop_last, like the reference)."""
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, device: torch.device, epochs: int | None = None
+) -> Iterator[Tensor]:
+    """Shuffled index batches of a data set of size ``n`` (drop_last, like the reference), reshuffled
+    every epoch; endless unless ``epochs`` is given."""
     batch_size = min(batch_size, n)
-    while True:
+    epoch = 0
+    while epochs is None or epoch < epochs:
         perm = torch.randperm(n, generator=generator, device=device)
         for i in range(0, n - batch_size + 1, batch_size):
             yield perm[i : i + batch_size]
+        epoch += 1
 
 
 def fit(
@@ -200,7 +211,8 @@ def fit(
     opt = make_optimizer(model, recipe)
     g_data, g_aug = ctx.generator("fit", "data"), ctx.generator("fit", "augment")
     curve: list[tuple[int, float]] = []
-    correct = seen = 0
+    correct = torch.zeros((), dtype=torch.int64, device=ctx.device)  # on the device: no sync per step
+    seen = 0
     train_acc = 0.0
     bar = tqdm(total=recipe.steps, desc=desc, disable=not ctx.progress, leave=False, dynamic_ncols=True)
     for step, idx in enumerate(batches(len(train), recipe.batch_size, g_data, ctx.device)):
@@ -212,18 +224,17 @@ def fit(
         if ctx.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with ctx.autocast():
-            loss = defense.loss(model, x, y, g_aug)
+            loss, logits = defense.loss(model, x, y, g_aug)
         sgd_step(model, opt, loss, recipe, step)
-        if step % 10 == 0:  # cheap running train accuracy on the clean-label batch
-            with torch.no_grad(), ctx.autocast():
-                hard = y if y.dim() == 1 else y.argmax(1)
-                correct += int((model(x).argmax(1) == hard).sum())
-                seen += len(hard)
+        with torch.no_grad():  # accuracy of the forward the update was computed from (soft labels: their argmax)
+            correct += (logits.argmax(1) == (y if y.dim() == 1 else y.argmax(1))).sum()
+            seen += len(y)
         bar.update(1)
         if (step + 1) % recipe.eval_every == 0 or step + 1 == recipe.steps:
             acc = evaluate(model, test, ctx, recipe)
             curve.append((step + 1, acc))
-            train_acc, correct, seen = (correct / seen if seen else train_acc), 0, 0
+            train_acc, seen = int(correct) / seen, 0
+            correct.zero_()
             bar.set_postfix(test_acc=f"{acc:.3f}", loss=f"{float(loss.detach()):.3f}")
     bar.close()
     peak_step, peak = max(curve, key=lambda p: p[1])

@@ -147,6 +147,11 @@ class Context:
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
 
+    @property
+    def precision(self) -> str:
+        """The arithmetic of forward and backward passes, as cells record it: ``fp32`` or ``bf16-autocast``."""
+        return "bf16-autocast" if self.amp else "fp32"
+
     def generator(self, *tags: object) -> torch.Generator:
         """A fresh generator on ``device`` seeded from ``(seed, *tags)``."""
         g = torch.Generator(device=self.device)

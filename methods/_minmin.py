@@ -53,7 +53,7 @@ class MinMinConfig:
     adv_radius: float = 4.0  # rho_a of the surrogate's adversarial training, 1/255 (0 = standard training)
     adv_steps: int = 10  # PGD steps of that adversarial training
     adv_step_size: float = 0.8  # its step size, 1/255
-    augment: str = "crop_flip"  # T: crop_flip (CIFAR) or resized_crop_flip (ImageNet subset)
+    augment: augment.Name = "crop_flip"  # T: crop_flip (CIFAR), resized_crop_flip (ImageNet subset) or none
     crop_size: int | None = None  # output side of resized_crop_flip (ImageNet subset: 224)
     final_pass: bool = True  # regenerate every image's noise with the final surrogate
 
@@ -63,6 +63,7 @@ class MinMinConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.adv_radius < 0 or self.noise_step_size <= 0:
             raise ValueError("adv_radius must be >= 0 and noise_step_size > 0")
+        augment.check_name(self.augment)
 
     def recipe(self) -> TrainRecipe:
         milestones = tuple(
@@ -73,13 +74,7 @@ class MinMinConfig:
         )
 
     def transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        if self.augment == "resized_crop_flip":
-            return augment.resized_crop_flip(x, generator, self.crop_size or x.shape[-1])
-        if self.augment == "crop_flip":
-            return augment.crop_flip(x, generator)
-        if self.augment == "none":
-            return x
-        raise ValueError(f"augment must be crop_flip, resized_crop_flip or none, got {self.augment!r}")
+        return augment.by_name(self.augment, x, generator, self.crop_size)
 
 
 def build_surrogate(cfg: MinMinConfig, train: ImageSet, ctx: Context, tag: str) -> nn.Module:
@@ -123,7 +118,7 @@ def noise_update(
 def surrogate_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: MinMinConfig, generator: torch.Generator) -> Tensor:
     """Adversarial (rho_a > 0) or standard cross-entropy of the surrogate on protected views."""
     if cfg.adv_radius > 0:
-        return adversarial_loss(
+        loss, _ = adversarial_loss(
             model,
             x,
             y,
@@ -132,6 +127,7 @@ def surrogate_loss(model: nn.Module, x: Tensor, y: Tensor, cfg: MinMinConfig, ge
             steps=cfg.adv_steps,
             generator=generator,
         )
+        return loss
     return F.cross_entropy(model(x), y)
 
 

@@ -26,8 +26,10 @@ class StableErrorMinimizing(NoiseMethod):
 
     Example:
         >>> c = StableErrorMinimizing().config
-        >>> (c.samples, c.sample_radius, c.noise_steps, c.adv_radius)
+        >>> (c.samples, c.rho_r, c.noise_steps, c.adv_radius)
         (5, 4.0, 10, 4.0)
+        >>> StableErrorMinimizing(adv_radius=2.0).config.rho_r  # rho_r follows rho_a unless set
+        2.0
     """
 
     name = "sem"
@@ -36,12 +38,29 @@ class StableErrorMinimizing(NoiseMethod):
 
     @dataclass(frozen=True)
     class Config(MinMinConfig):
-        sample_radius: float = 4.0  # rho_r: r ~ U[-rho_r, rho_r]^d per EOT sample, 1/255 (uniform_scale 1.0)
+        #: rho_r: r ~ U[-rho_r, rho_r]^d per EOT sample, 1/255 (uniform_scale 1.0). None = ``adv_radius``: in
+        #: the reference one parameter (``--atk-pgd-radius``) is both, so a sweep of rho_a moves rho_r with it
+        sample_radius: float | None = None
+
+        def __post_init__(self) -> None:
+            super().__post_init__()
+            if self.sample_radius is not None and self.sample_radius < 0:
+                raise ValueError(f"sample_radius must be >= 0 or null (= adv_radius), got {self.sample_radius}")
+
+        @property
+        def rho_r(self) -> float:
+            """The sampling radius in use, 1/255 units."""
+            return self.adv_radius if self.sample_radius is None else self.sample_radius
 
     def objective(self, model: nn.Module, views: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """CE at one uniform random point of the rho_r ball around each view, clamped to the valid box."""
-        r = uniform_like(views.detach(), self.config.sample_radius / 255, generator)
-        return F.cross_entropy(model((views + r).clamp(0, 1)), y)
+        """CE at one uniform random point of the rho_r ball around each view, clamped to the valid box.
+
+        As in the reference, the gradient at the clamped point reaches the view unchanged (straight
+        through the clamp): a pixel that r pushes outside [0, 1] still passes its gradient on.
+        """
+        r = uniform_like(views.detach(), self.config.rho_r / 255, generator)
+        point = (views.detach() + r).clamp_(0, 1)
+        return F.cross_entropy(model(views + (point - views).detach()), y)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
         return run_minmin(train, budget, ctx, meter, self.config, self.objective, self.name)

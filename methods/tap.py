@@ -60,7 +60,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
         samples: int = 1  # EOT samples of the training augmentation per step (samp_num)
         batch_size: int = 128  # images crafted at once (a sequential pass over the data)
         shift: int = 1  # target label (y + shift) mod C
-        augment: str = "crop_flip"  # crop_flip (CIFAR), resized_crop_flip (ImageNet subset) or none
+        augment: augment.Name = "crop_flip"  # crop_flip (CIFAR), resized_crop_flip (ImageNet subset) or none
         crop_size: int | None = None  # output side of resized_crop_flip
 
         def __post_init__(self) -> None:
@@ -71,8 +71,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
                 raise ValueError(f"tap.step_size must be positive, got {self.step_size}")
             if self.surrogate_schedule not in ("step", "cosine"):
                 raise ValueError(f"tap.surrogate_schedule must be step or cosine, got {self.surrogate_schedule!r}")
-            if self.augment not in ("crop_flip", "resized_crop_flip", "none"):
-                raise ValueError(f"tap.augment must be crop_flip, resized_crop_flip or none, got {self.augment!r}")
+            augment.check_name(self.augment, "tap.augment")
 
         def recipe(self) -> TrainRecipe:
             return TrainRecipe(
@@ -81,7 +80,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
                 batch_size=self.surrogate_batch_size,
                 lr=self.surrogate_lr,
                 schedule=self.surrogate_schedule,  # type: ignore[arg-type]
-                augment=self.augment,  # type: ignore[arg-type]
+                augment=self.augment,
                 crop_size=self.crop_size,
                 eval_every=self.surrogate_steps,
             )
@@ -108,12 +107,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
         return model
 
     def transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
-        cfg = self.config
-        if cfg.augment == "crop_flip":
-            return augment.crop_flip(x, generator)
-        if cfg.augment == "resized_crop_flip":
-            return augment.resized_crop_flip(x, generator, cfg.crop_size or x.shape[-1])
-        return x
+        return augment.by_name(self.config.augment, x, generator, self.config.crop_size)
 
     def craft(
         self, model: nn.Module, x: Tensor, target: Tensor, budget: Budget, generator: torch.Generator, ctx: Context

@@ -38,6 +38,11 @@ def _run(tmp_path: Path, *args: str) -> int:
         (["--set", "em.steps=abc", "--methods", "em"], "expected int"),
         (["--set", "sem.steps=1", "--methods", "em"], "not in --methods"),
         (["--set", "garbage", "--methods", "em"], "METHOD.KEY=VALUE"),
+        (["--set", "em.augment=bogus", "--methods", "em"], "expected one of 'crop_flip', 'resized_crop_flip', 'none'"),
+        (["--set", "tap.augment=bogus", "--methods", "tap"], "expected one of"),
+        (["--set", "em.surrogate=nosuch", "--methods", "em"], "unknown surrogate 'nosuch'; accepted:"),
+        (["--set", "sem.surrogate=nosuch", "--methods", "sem"], "unknown surrogate 'nosuch'"),
+        (["--set", "em-cw.surrogate=timm/resnet18", "--methods", "em-cw"], "unknown surrogate"),
         (["--device", "tpu"], "--device must be"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--bogus-flag"], "unrecognized arguments"),
@@ -142,3 +147,51 @@ def test_sweep_errors(tmp_path: Path, capsys, sweep: str) -> None:
     err = capsys.readouterr().err
     assert err.startswith("uebench: error:") and err.count("\n") == 1
     assert not (tmp_path / "cells").exists()
+
+
+def test_a_failing_generation_is_an_error_row_and_the_campaign_goes_on(tmp_path, capsys, monkeypatch) -> None:
+    """Any exception inside a noise generation: that poison's cells are error rows with the reason, the other
+    cells are measured, the run ends with exit code 1 and a summary; --retry-errors redoes exactly those."""
+    from methods.em import ErrorMinimizing
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("a bug inside the method")
+
+    monkeypatch.setattr(ErrorMinimizing, "perturb", broken)
+    args = [*FAST, "--methods", "em", "random", "--defense", "none", "cutout"]
+    assert _run(tmp_path, *args) == 1
+    captured = capsys.readouterr()
+    assert "2 of 6 cells failed" in captured.err and "--retry-errors" in captured.err
+    records = {p.name.split("-")[0]: json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")}
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
+    failed = [r for r in cells if r["status"] == "error"]
+    assert {r["method"] for r in failed} == {"em"} and len(failed) == 2
+    assert all(r["error"] == "generation failed: RuntimeError: a bug inside the method" for r in failed)
+    assert all(r["train_size"] == 256 and r["budget"]["radius"] == 8.0 for r in failed)
+    assert sum(r["status"] == "ok" for r in cells) == 4 and records
+    assert not list((tmp_path / "cache").rglob("em-*.npz")), "a failed generation is not cached"
+
+    monkeypatch.undo()
+    assert _run(tmp_path, *args) == 1  # without --retry-errors the error rows stay
+    assert _run(tmp_path, *args, "--retry-errors") == 0
+    assert all(json.loads(p.read_text())["status"] == "ok" for p in (tmp_path / "res").rglob("*.json"))
+
+
+def test_a_failing_cell_is_an_error_row(tmp_path, capsys, monkeypatch) -> None:
+    """Any exception while training one victim (not only divergence or OOM) is that cell's error row."""
+    import benchmarks.run as run_module
+
+    real = run_module.fit
+
+    def flaky(model, train, test, defense, recipe, ctx, desc=""):
+        if defense.name == "cutout":
+            raise IndexError("index 9 is out of bounds")
+        return real(model, train, test, defense, recipe, ctx, desc)
+
+    monkeypatch.setattr(run_module, "fit", flaky)
+    assert _run(tmp_path, *FAST, "--methods", "random", "--defense", "none", "cutout") == 1
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
+    assert sorted((r["defense"], r["status"]) for r in cells) == [
+        ("cutout", "error"), ("cutout", "error"), ("none", "ok"), ("none", "ok")
+    ]  # fmt: skip
+    assert all(r["error"] == "IndexError: index 9 is out of bounds" for r in cells if r["status"] == "error")

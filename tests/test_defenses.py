@@ -127,12 +127,57 @@ def test_at4_loss_exceeds_clean_loss() -> None:
     y = torch.randint(0, 4, (16,), generator=_gen(4))
     with torch.no_grad():
         clean = float(F.cross_entropy(model(x), y))
-    adv = DEFENSES.get("at4")().loss(model, x, y, _gen(5))
+    adv, adv_logits = DEFENSES.get("at4")().loss(model, x, y, _gen(5))
     assert adv.requires_grad  # a training loss
     assert float(adv.detach()) > clean
+    assert float(adv.detach()) == pytest.approx(float(F.cross_entropy(adv_logits.detach(), y)), rel=1e-6)
     assert not model.training  # mode preserved
-    plain = DEFENSES.get("none")().loss(model, x, y, _gen(5))
+    plain, plain_logits = DEFENSES.get("none")().loss(model, x, y, _gen(5))
     assert float(plain.detach()) == pytest.approx(clean, rel=1e-5)
+    assert plain_logits.shape == (16, 4)
+
+
+def _bn_updates(model: nn.Module) -> set[int]:
+    return {int(m.num_batches_tracked) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+
+
+@pytest.mark.parametrize("name", ["none", "at4", "mixup"])
+def test_fit_updates_batchnorm_once_per_step(name: str, data: tuple[ImageSet, ImageSet]) -> None:
+    """Only the training forward of each step touches BN statistics (an extra train-mode forward to
+    measure training accuracy used to add 2 updates in 20 steps)."""
+    train, test = data
+    recipe = TrainRecipe("t", steps=20, batch_size=8, eval_every=20)
+    ctx = Context(progress=False)
+    ctx.manual_seed("victim")
+    model = VICTIMS.get("tiny_cnn")(train.num_classes, train.shape[0])
+    fit(model, train, test, DEFENSES.get(name)(), recipe, ctx)
+    assert _bn_updates(model) == {20}
+
+
+class _Spy(Defense):
+    """``none`` whose loss records the logits it returns (the forward the update is computed from)."""
+
+    def __init__(self, inner: Defense) -> None:
+        self.inner, self.logits, self.labels = inner, [], []
+
+    def loss(self, model, x, y, generator):  # type: ignore[no-untyped-def]
+        loss, logits = self.inner.loss(model, x, y, generator)
+        self.logits.append(logits.detach().clone())
+        self.labels.append(y.clone())
+        return loss, logits
+
+
+@pytest.mark.parametrize("name", ["none", "at4"])
+def test_train_accuracy_is_read_from_the_training_forward(name: str, data: tuple[ImageSet, ImageSet]) -> None:
+    """Under at<k> the training forward sees adversarial examples: train_acc is their accuracy."""
+    train, test = data
+    recipe = TrainRecipe("t", steps=6, batch_size=8, eval_every=3)
+    ctx = Context(progress=False)
+    ctx.manual_seed("victim")
+    spy = _Spy(DEFENSES.get(name)())
+    result = fit(VICTIMS.get("tiny_cnn")(train.num_classes, train.shape[0]), train, test, spy, recipe, ctx)
+    hits = [float((lg.argmax(1) == y).float().sum()) for lg, y in zip(spy.logits[3:], spy.labels[3:], strict=True)]
+    assert result.train_acc == pytest.approx(sum(hits) / (3 * 8))
 
 
 def test_jpeg_low_quality_changes_pixels_high_quality_barely(smooth: torch.Tensor) -> None:

@@ -12,13 +12,13 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.data import make_synthetic
+from benchmarks.env import device_name
 from benchmarks.noise import (
     Meter,
     NoiseMethod,
     PoisonError,
     check_options,
     config_hash,
-    device_name,
     quantize,
     validate_poison,
 )

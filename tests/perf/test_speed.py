@@ -19,7 +19,8 @@ import torch
 import torchvision.transforms.v2 as T
 
 from benchmarks import augment
-from benchmarks.noise import Meter, device_name
+from benchmarks.env import device_name
+from benchmarks.noise import Meter
 from benchmarks.registry import METHODS, VICTIMS
 from benchmarks.types import Budget, Context, ImageSet
 from methods._minmin import start_alternation
