@@ -1,14 +1,24 @@
-"""Reference protection numbers for the regression suite, built from measured cells.
+"""Reference protection numbers for the regression suite, built from measured cells, with measured tolerances.
 
-    python -m benchmarks.expected --results-dir DIR --name smoke-fashion-mnist \\
-        --command "python -m benchmarks.run --methods em sc random --defense none --seeds 0 1 2 --results-dir DIR"
+    python -m benchmarks.expected --results-dir DIR --name smoke-fashion-mnist --only '*/none' 'sem/at4' \\
+        --machine aten-default=DIR2 --machine onednn-sse41=DIR3 --command "python -m benchmarks.run ..."
 
-writes ``results/expected/<name>.json`` (``--only '*/none' 'sem/at4'``: just the matching cells of a
-larger campaign): per (method, defense) the mean, sample standard deviation
-and values of the final clean test accuracy over the seeds, the victim, data set, protocol and
-device they were measured on, and the command that produced the cells. ``tests/test_regression.py``
-reruns those cells and fails when a number leaves ``mean ± K_STD x std``. The file is generated,
-never hand-edited: a deliberate change of protection is re-measured and the file rebuilt.
+writes ``results/expected/<name>.json``: per (method, defense) the final clean test accuracy of every
+seed (at least ``--min-seeds``), its mean and 95 % confidence interval, the same cells re-measured under
+other (emulated) machines, and the **tolerance** the regression test applies when it reruns
+``--rerun-seeds`` on whatever machine it runs on.
+
+A run is deterministic on one machine but moves with the kernels torch dispatches to: on another machine
+the same seed is another draw of the same chaotic training. The tolerance is therefore a prediction
+interval for one new run, estimated from every measured run of the cell (the seeds on the reference
+machine and the seeds on each emulated machine, pooled): ``center ± t(1 - a/2, n-1) s sqrt(1 + 1/n)``, with
+``a`` the file's family-wise false-alarm rate split over its cells (Bonferroni). Two statistics are
+considered, the accuracy itself and its paired gap to the clean baseline of the same seed and machine;
+each cell uses the one with the narrower interval. Cells and expected numbers are refused when they were
+measured from a dirty tree.
+
+The file is generated, never hand-edited: a deliberate change of protection is re-measured and the file
+rebuilt.
 """
 
 from __future__ import annotations
@@ -18,23 +28,21 @@ import fnmatch
 import json
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks import stats
 from benchmarks.io import atomic_write_text
-from benchmarks.matrix import ResultsError, load_records
+from benchmarks.matrix import ResultsError, load_records, markdown_table
 
 EXPECTED_DIR = Path("results/expected")
-K_STD = 3.0  # tolerance in seed standard deviations
-#: the smallest tolerance, in accuracy: one test image of a 2000-image slice either way (a seed's std can be
-#: tiny by chance with 3 seeds; this keeps the test from failing on a single flipped prediction)
+SCHEMA = 2
+FAMILY_ALPHA = 0.01  # chance that a correct code base fails the regression test on a new machine, whole file
+MIN_SEEDS = 5
+#: the smallest tolerance, in accuracy: one test image of a 2000-image slice either way
 MIN_TOL = 0.0005
-
-
-def tolerance(entry: dict[str, Any]) -> float:
-    """Allowed absolute deviation of a rerun from ``entry['mean']``."""
-    return max(K_STD * float(entry["std"]), MIN_TOL)
+REFERENCE = "reference"  # the machine name of ``--results-dir``
 
 
 def _main_variant(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -50,38 +58,120 @@ def _main_variant(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     return [r for r in rows if r["method_hash"] == best[0]]
 
 
-def build(records: Sequence[dict[str, Any]], command: str, only: Sequence[str] = ()) -> dict[str, Any]:
-    """The expected-numbers document of ``records`` (cells of one dataset, preset and victim).
-
-    ``only``: shell-style patterns on ``method/defense`` (e.g. ``*/none``, ``sem/at4``); the cells that
-    match none of them are left out (all are kept when ``only`` is empty).
-    """
+def _ok(records: Sequence[dict[str, Any]], only: Sequence[str], allow_dirty: bool, where: str) -> list[dict]:
     ok = [r for r in records if r.get("status") == "ok"]
     if only:
         ok = [r for r in ok if any(fnmatch.fnmatchcase(f"{r['method']}/{r['defense']}", p) for p in only)]
+    dirty = sorted({r["cell_id"] for r in ok if r.get("env", {}).get("dirty") is not False})
+    if dirty and not allow_dirty:
+        raise ResultsError(
+            f"{where}: {len(dirty)} cells were not measured from a clean git tree (env.dirty is not false), e.g. "
+            f"{dirty[0]}; commit the code and re-measure (or pass --allow-dirty for a file you will not commit)"
+        )
+    return ok
+
+
+def _by_cell(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(f"{r['method']}/{r['defense']}", []).append(r)
+    return groups
+
+
+def _series(rows: Sequence[dict[str, Any]], method_hash: str) -> dict[int, float]:
+    return {int(r["seed"]): float(r["metrics"]["final_acc"]) for r in rows if r["method_hash"] == method_hash}
+
+
+def tolerance_of(samples: Sequence[float], alpha: float) -> dict[str, float]:
+    """Center and half-width of the prediction interval of one new run from ``samples`` (all runs measured)."""
+    half = max(stats.prediction_half_width(samples, alpha), MIN_TOL)
+    return {"center": round(statistics.fmean(samples), 6), "half_width": round(half, 6), "n": len(samples)}
+
+
+def build(
+    records: Sequence[dict[str, Any]],
+    command: str,
+    only: Sequence[str] = (),
+    machines: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+    rerun_seeds: Sequence[int] = (0,),
+    family_alpha: float = FAMILY_ALPHA,
+    min_seeds: int = MIN_SEEDS,
+    allow_dirty: bool = False,
+) -> dict[str, Any]:
+    """The expected-numbers document of ``records`` (cells of one dataset, preset and victim).
+
+    Args:
+        only: shell-style patterns on ``method/defense`` (e.g. ``*/none``, ``sem/at4``); cells that match
+            none are left out (all are kept when empty).
+        machines: name -> cells of the same campaign re-measured on another (emulated) machine.
+        rerun_seeds: the seeds the regression test reruns; each must be among every cell's seeds.
+    """
+    ok = _ok(records, only, allow_dirty, "--results-dir")
     if not ok:
         raise ResultsError(f"no finished cells to build expected numbers from (patterns: {' '.join(only) or 'all'})")
     for field in ("dataset", "preset", "victim"):
         values = {r[field] for r in ok}
         if len(values) != 1:
             raise ResultsError(f"cells span several {field}s {sorted(values)}; pass one campaign's results")
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in ok:
-        groups.setdefault(f"{r['method']}/{r['defense']}", []).append(r)
+    other = {
+        name: _by_cell(_ok(rows, only, allow_dirty, f"--machine {name}")) for name, rows in (machines or {}).items()
+    }
+    groups = {name: _main_variant(name, rows) for name, rows in sorted(_by_cell(ok).items())}
+    alpha = family_alpha / len(groups)
+    runs: dict[str, dict[str, dict[int, float]]] = {}  # cell -> machine -> seed -> accuracy
+    for name, rows in groups.items():
+        mhash = rows[0]["method_hash"]
+        runs[name] = {REFERENCE: _series(rows, mhash)}
+        for machine, cells in other.items():
+            series = _series(cells.get(name, []), mhash)
+            if series:
+                runs[name][machine] = series
     cells = {}
-    for name, rows in sorted(groups.items()):
-        rows = _main_variant(name, rows)
-        rows.sort(key=lambda r: r["seed"])
-        values = [round(float(r["metrics"]["final_acc"]), 6) for r in rows]
+    for name, rows in groups.items():
+        seeds = sorted(runs[name][REFERENCE])
+        if len(seeds) < min_seeds:
+            raise ResultsError(f"{name}: measured on {len(seeds)} seeds {seeds}; at least {min_seeds} are needed")
+        missing = sorted(set(rerun_seeds) - set(seeds))
+        if missing:
+            raise ResultsError(f"{name}: the rerun seeds {missing} were not measured")
+        values = [round(runs[name][REFERENCE][s], 6) for s in seeds]
+        ci = stats.mean_ci(values)
+        accuracy = [v for series in runs[name].values() for v in series.values()]
+        candidates = {"accuracy": tolerance_of(accuracy, alpha)}
+        clean = runs.get(f"clean/{name.split('/')[1]}")
+        if clean is not None and not name.startswith("clean/"):
+            gaps = [
+                series[s] - clean[machine][s]
+                for machine, series in runs[name].items()
+                for s in series
+                if s in clean.get(machine, {})
+            ]
+            if len(gaps) >= min_seeds:
+                candidates["gap_to_clean"] = tolerance_of(gaps, alpha)
+        statistic = min(candidates, key=lambda k: candidates[k]["half_width"])
+        spread = {
+            str(s): round(max(vals) - min(vals), 6)
+            for s in seeds
+            if len(vals := [series[s] for series in runs[name].values() if s in series]) > 1
+        }
         cells[name] = {
             "method_hash": rows[0]["method_hash"],
-            "seeds": [r["seed"] for r in rows],
+            "seeds": seeds,
             "values": values,
-            "mean": round(statistics.fmean(values), 6),
-            "std": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0,
+            "mean": round(ci.mean, 6),
+            "ci95": round(ci.half, 6),
+            "std": round(statistics.stdev(values), 6),
+            "machines": {
+                m: {str(s): round(v, 6) for s, v in sorted(series.items())} for m, series in runs[name].items()
+            },
+            "machine_spread": spread,  # seed -> max - min over the machines that measured it
+            "statistic": statistic,
+            "tolerance": candidates[statistic],
+            "candidates": candidates,
         }
     first = ok[0]
     return {
+        "schema": SCHEMA,
         "generated_by": "python -m benchmarks.expected (never hand-edited)",
         "command": command,
         "dataset": first["dataset"],
@@ -92,28 +182,136 @@ def build(records: Sequence[dict[str, Any]], command: str, only: Sequence[str] =
         "test_size": first["test_size"],
         "device": sorted({r["env"]["device"] for r in ok}),
         "torch": sorted({r["env"]["torch"] for r in ok}),
+        "git_commit": sorted({str(r["env"].get("git_commit")) for r in ok}),
+        "machines": {REFERENCE: _machine(ok), **{m: _machine(list(_flatten(c))) for m, c in other.items()}},
         "metric": "final clean test accuracy",
-        "tolerance": f"max({K_STD} x seed std, {MIN_TOL})",
+        "rerun_seeds": sorted(set(rerun_seeds)),
+        "family_alpha": family_alpha,
+        "tolerance_rule": (
+            "per cell: center ± max(t(1 - a/2, n-1) · s · sqrt(1 + 1/n), MIN_TOL) over every measured run (seeds x "
+            f"machines), a = family_alpha / cells = {alpha:.3g}, of the accuracy or of its paired gap to the clean "
+            "baseline (same seed and machine), whichever is narrower"
+        ),
         "cells": cells,
     }
 
 
+def _flatten(groups: Mapping[str, Sequence[dict[str, Any]]]) -> Sequence[dict[str, Any]]:
+    return [r for rows in groups.values() for r in rows]
+
+
+def _machine(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What described the machine of these cells' numerics (the distinct values seen)."""
+    out: dict[str, set[str]] = {}
+    for r in rows:
+        num = r.get("env", {}).get("numerics") or {}
+        for key in ("cpu", "cpu_capability", "threads", "precision"):
+            out.setdefault(key, set()).add(str(num.get(key)))
+        out.setdefault("variables", set()).add(json.dumps(num.get("variables", {}), sort_keys=True))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def statistic_of(doc: dict[str, Any], name: str, runs: Mapping[str, float]) -> float:
+    """The value of cell ``name``'s statistic for one rerun: ``runs`` maps ``method/defense`` to accuracy."""
+    entry = doc["cells"][name]
+    if entry["statistic"] == "gap_to_clean":
+        return runs[name] - runs[f"clean/{name.split('/')[1]}"]
+    return runs[name]
+
+
+def check(doc: dict[str, Any], name: str, runs: Mapping[str, float]) -> str | None:
+    """None when the rerun of cell ``name`` is inside its tolerance, else a one-line reason."""
+    entry = doc["cells"][name]
+    value, tol = statistic_of(doc, name, runs), entry["tolerance"]
+    if abs(value - tol["center"]) <= tol["half_width"]:
+        return None
+    what = "accuracy" if entry["statistic"] == "accuracy" else "gap to clean"
+    return (
+        f"{name}: {what} {value:+.2%} is outside {tol['center']:+.2%} ± {tol['half_width']:.2%} "
+        f"(accuracy {runs[name]:.2%}; measured {entry['mean']:.2%} ± {entry['ci95']:.2%} (95% CI) over seeds "
+        f"{entry['seeds']})"
+    )
+
+
+def report(doc: dict[str, Any]) -> str:
+    """A Markdown table of the file: per cell the seeds' mean and 95 % CI, the runs of each machine, the
+    largest machine-to-machine spread of one seed, and the tolerance the regression test applies."""
+    machines = list(doc["machines"])
+    head = ["cell", "mean ± 95% CI (seeds)", *[f"{m} (seed: acc)" for m in machines], "max spread, one seed"]
+    head += ["tested statistic", "tolerance"]
+    rows = []
+    for name, entry in doc["cells"].items():
+        runs = [
+            ", ".join(f"{s}: {v * 100:.2f}" for s, v in entry["machines"].get(m, {}).items()) or "—" for m in machines
+        ]
+        spread = max(entry["machine_spread"].values(), default=float("nan")) * 100
+        tol = entry["tolerance"]
+        rows.append(
+            [
+                name,
+                f"{entry['mean'] * 100:.2f} ± {entry['ci95'] * 100:.2f} ({len(entry['seeds'])})",
+                *runs,
+                f"{spread:.2f} pp",
+                entry["statistic"],
+                f"{tol['center'] * 100:+.2f} ± {tol['half_width'] * 100:.2f} pp (n={tol['n']})",
+            ]
+        )
+    return markdown_table(head, rows)
+
+
+def _machine_arg(text: str) -> tuple[str, Path]:
+    name, eq, path = text.partition("=")
+    if not (eq and name and path) or name == REFERENCE:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR with NAME not {REFERENCE!r}, got {text!r}")
+    return name, Path(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.expected", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--results-dir", type=Path, required=True, help="cells of one measured campaign")
-    parser.add_argument("--name", required=True, help="file name under results/expected (without .json)")
-    parser.add_argument("--command", required=True, help="the command that produced the cells")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="print FILE's cells as a Markdown table and exit")
+    parser.add_argument("--results-dir", type=Path, help="cells of one measured campaign")
+    parser.add_argument("--name", help="file name under results/expected (without .json)")
+    parser.add_argument("--command", help="the command that produced the cells")
     parser.add_argument("--out-dir", type=Path, default=EXPECTED_DIR)
     parser.add_argument("--only", nargs="+", default=[], metavar="METHOD/DEFENSE", help="keep matching cells (globs)")
+    parser.add_argument(
+        "--machine", action="append", default=[], type=_machine_arg, metavar="NAME=DIR",
+        help="the same cells re-measured on another (emulated) machine (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--rerun-seeds", nargs="+", type=int, default=[0], help="seeds the regression test reruns")
+    parser.add_argument("--family-alpha", type=float, default=FAMILY_ALPHA, help="false-alarm rate of the whole file")
+    parser.add_argument("--min-seeds", type=int, default=MIN_SEEDS)
+    parser.add_argument("--allow-dirty", action="store_true", help="accept cells measured from a dirty tree")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        try:
+            print(report(json.loads(args.report.read_text())))
+        except (OSError, ValueError, KeyError) as err:
+            print(f"expected: error: cannot report {args.report}: {err!r}", file=sys.stderr)
+            return 2
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in ("results_dir", "name", "command") if getattr(args, k) is None]
+    if missing:
+        print(f"expected: error: {', '.join(missing)} required (or --report FILE)", file=sys.stderr)
+        return 2
+    if not 0 < args.family_alpha < 1:
+        print(f"expected: error: --family-alpha must be in (0, 1), got {args.family_alpha}", file=sys.stderr)
+        return 2
     try:
-        doc = build(load_records(args.results_dir), args.command, args.only)
+        machines = {name: load_records(path) for name, path in args.machine}
+        doc = build(
+            load_records(args.results_dir), args.command, args.only, machines, args.rerun_seeds,
+            args.family_alpha, args.min_seeds, args.allow_dirty,
+        )  # fmt: skip
     except ResultsError as err:
         print(f"expected: error: {err}", file=sys.stderr)
         return 2
     path = args.out_dir / f"{args.name}.json"
     atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     print(f"wrote {path}: {len(doc['cells'])} cells")
+    for name, entry in doc["cells"].items():
+        tol = entry["tolerance"]
+        print(f"  {name:<14} {entry['statistic']:<13} {tol['center']:+.4f} ± {tol['half_width']:.4f} (n={tol['n']})")
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import NoReturn
 
 import pandas as pd
 
+from benchmarks import stats
 from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, cells_frame, load_records, markdown_table
 
@@ -35,26 +36,31 @@ HEADERS = [
     "rank",
     "method",
     "final acc %",
-    "± std",
+    "95% CI ±",
     "n",
     "seeds",
-    "gap to clean (pp)",
+    "gap to clean (pp) [95% CI]",
+    "p (paired)",
     "peak acc %",
     "gen. wall s",
     "gen. passes",
     "gen. device",
-    "train device",
 ]
-RIGHT = (2, 3, 4, 6, 7, 8, 9)
+RIGHT = (2, 3, 4, 7, 8, 9, 10)
 ERROR_HEADERS = ["dataset", "preset", "victim", "defense", "method", "seed", "cell", "error"]
 NOTES = (
     "Protection = clean test accuracy (%) of a victim trained on the protected training set, final checkpoint, "
-    "mean over seeds; **lower = better protection**. ± std is the sample standard deviation over seeds (— for "
-    "one seed), n the number of seeds. Gap to clean = method − clean baseline of the same section, in "
-    "percentage points. Generation cost, mean over the poisons (one per seed): wall seconds, and passes = "
-    "images forwarded through the generation models / training-set size (each forward pass with its "
-    "backward pass where gradients are taken), on the generation device. A method listed with options is "
-    "one of several configurations of that method in the same preset."
+    "mean over seeds; **lower = better protection**. 95% CI ± is the half-width of the Student-t confidence "
+    "interval of that mean over seeds (— for one seed), n the number of seeds. Gap to clean = method − clean "
+    "baseline of the same section on the same seeds (victim initialisation, data order and augmentation are "
+    "shared by seed), in percentage points, with the 95% CI of the mean paired difference and the p-value of "
+    "the paired t-test. **Rank** = 1 + the number of methods whose accuracy is significantly lower (paired "
+    "t-test over common seeds, p < 0.05): methods that share a rank are statistically tied (— : one seed, "
+    "no test). Generation cost, "
+    "mean over the poisons (one per seed): wall seconds, and passes = images forwarded through the "
+    "generation models / training-set size (each forward pass with its backward pass where gradients are "
+    "taken), on the generation device. A method listed with options is one of several configurations of that "
+    "method in the same preset."
 )
 
 
@@ -106,6 +112,21 @@ def _section_order(key: tuple) -> tuple:
     return (*[str(k) for k in head], defense != "none", defense)
 
 
+def _per_seed(cells: pd.DataFrame) -> dict[int, float]:
+    return {int(k): float(v) for k, v in zip(cells["seed"], cells["final_acc"], strict=True) if math.isfinite(v)}
+
+
+def _gap(cells: pd.DataFrame, clean: pd.DataFrame) -> tuple[str, str]:
+    """The paired gap to the clean baseline, ``"-12.30 [-14.1, -10.5]"``, and its p-value."""
+    test = stats.paired(_per_seed(cells), _per_seed(clean))
+    if test.diff.n == 0:
+        return "—", "—"
+    text = _pct(test.diff.mean, signed=True)
+    if math.isfinite(test.diff.half):
+        text += f" [{test.diff.low * 100:+.1f}, {test.diff.high * 100:+.1f}]"
+    return text, (f"{test.p:.3g}" if math.isfinite(test.p) else "—")
+
+
 def section_tables(frame: pd.DataFrame) -> list[Table]:
     """The ranked tables of the ok cells of ``frame`` (:func:`benchmarks.matrix.cells_frame`), in sorted order."""
     ok = frame[frame["status"] == "ok"]
@@ -113,33 +134,32 @@ def section_tables(frame: pd.DataFrame) -> list[Table]:
     groups = sorted(ok.groupby(SECTION_KEY, sort=True, dropna=False), key=lambda kv: _section_order(kv[0]))
     for key, part in groups:
         dataset, preset, recipe, train_size, victim, defense = key
-        clean = part[part["method"] == "clean"]["final_acc"].dropna()
-        baseline = float(clean.mean()) if len(clean) else math.nan
+        clean = part[part["method"] == "clean"]
+        variants = {label: cells for (_, label), cells in part.groupby(["method", "label"], sort=True)}
+        ranks = stats.tied_ranks({label: _per_seed(c) for label, c in variants.items() if label != "clean"})
         rows = []
-        for (method, label), cells in part.groupby(["method", "label"], sort=True):
-            acc = cells["final_acc"].dropna()
-            mean = float(acc.mean()) if len(acc) else math.nan
-            std = float(acc.std(ddof=1)) if len(acc) > 1 else math.nan
+        for label, cells in variants.items():
+            ci = stats.mean_ci(cells["final_acc"].tolist())
+            is_method = label != "clean"
+            gap, p = _gap(cells, clean) if is_method and len(clean) else ("—", "—")
+            rank = ranks.get(label, 0) if ci.n >= 2 else math.inf  # one seed: no test, no rank
             row = [
+                ("—" if rank == math.inf else str(rank)) if is_method else "baseline",
                 label,
-                _pct(mean),
-                _pct(std),
-                str(len(acc)),
+                _pct(ci.mean),
+                _pct(ci.half),
+                str(ci.n),
                 _seeds(cells["seed"]),
-                _pct(mean - baseline, signed=True) if method != "clean" else "—",
+                gap,
+                p,
                 _pct(float(cells["peak_acc"].mean())),
                 _num(float(cells["gen_wall_s"].mean()), 2),
                 _num(float(cells["gen_passes"].mean())),
                 _join(cells["gen_device"]),
-                _join(cells["device"]),
             ]
-            rows.append((method != "clean", round(mean, 9) if math.isfinite(mean) else math.inf, label, row))
-        rows.sort(key=lambda t: t[:3])
-        ranked, rank = [], 0
-        for is_method, _, _, row in rows:
-            if is_method:
-                rank += 1
-            ranked.append([str(rank) if is_method else "baseline", *row])
+            order = round(ci.mean, 9) if math.isfinite(ci.mean) else math.inf
+            rows.append((is_method, rank, order, label, row))
+        rows.sort(key=lambda t: t[:4])
         seeds = _seeds(part["seed"])
         caption = (
             f"Clean test accuracy (%) on {dataset} ({_size(train_size)} training images), protocol preset "
@@ -149,7 +169,44 @@ def section_tables(frame: pd.DataFrame) -> list[Table]:
         if not len(clean):
             caption += " No clean baseline in this section: gaps are not available."
         title = f"{dataset} · {preset} ({recipe or '?'}) · {victim} · defense {defense}"
-        tables.append(Table(title, caption, HEADERS, ranked, RIGHT))
+        tables.append(Table(title, caption, HEADERS, [r[-1] for r in rows], RIGHT))
+    return tables
+
+
+def overview_tables(frame: pd.DataFrame) -> list[Table]:
+    """Per (data set, preset, recipe, victim): method x defense, mean accuracy ± 95 % CI half-width (n seeds).
+
+    A value in bold is tied for the strongest protection of its column (rank 1 of that section)."""
+    ok = frame[frame["status"] == "ok"]
+    tables = []
+    for key, part in ok.groupby(SECTION_KEY[:-1], sort=True, dropna=False):
+        dataset, preset, recipe, train_size, victim = key
+        defenses = sorted(part["defense"].unique(), key=lambda d: (d != "none", not d.startswith("at"), d))
+        labels = sorted(set(part["label"]), key=lambda label: (label != "clean", label))
+        best: dict[str, set[str]] = {}
+        for defense in defenses:
+            column = part[(part["defense"] == defense) & (part["label"] != "clean")]
+            ranks = stats.tied_ranks({label: _per_seed(c) for label, c in column.groupby("label")})
+            best[defense] = {label for label, rank in ranks.items() if rank == 1}
+        rows = []
+        for label in labels:
+            row = [label]
+            for defense in defenses:
+                cells = part[(part["label"] == label) & (part["defense"] == defense)]
+                ci = stats.mean_ci(cells["final_acc"].tolist())
+                if ci.n == 0:
+                    row.append("")
+                    continue
+                text = _pct(ci.mean) + (f" ± {ci.half * 100:.2f}" if math.isfinite(ci.half) else "") + f" ({ci.n})"
+                row.append(f"**{text}**" if label in best[defense] and ci.n > 1 else text)
+            rows.append(row)
+        caption = (
+            f"Final clean test accuracy (%) on {dataset} ({_size(train_size)} training images), preset {preset} / "
+            f"recipe {recipe or '?'}, victim {victim}: mean ± 95% CI half-width (seeds). Bold: tied for the "
+            "strongest protection under that defense (rank 1: no method is significantly lower, paired t-test)."
+        )
+        title = f"Overview: {dataset} · {preset} ({recipe or '?'}) · {victim}"
+        tables.append(Table(title, caption, ["method", *defenses], rows, tuple(range(1, len(defenses) + 1))))
     return tables
 
 
@@ -240,7 +297,7 @@ def render_html(tables: Sequence[Table], errors: Table | None, cmd: str) -> str:
 def build(results_dir: Path, cmd: str) -> tuple[str, str]:
     """``(markdown, html)`` for the cells under ``results_dir``; raises ResultsError when there are none."""
     frame = cells_frame(load_records(results_dir))
-    tables, errors = section_tables(frame), error_table(frame)
+    tables, errors = [*overview_tables(frame), *section_tables(frame)], error_table(frame)
     return render_markdown(tables, errors, cmd), render_html(tables, errors, cmd)
 
 

@@ -1,25 +1,47 @@
 #!/usr/bin/env bash
-# The committed smoke campaign on Fashion-MNIST (CPU, about 80 min on 2 cores), then everything derived
-# from it: the regression suite's expected numbers, the leaderboard, correlation, speed and gallery figures.
-# Finished cells in results/cells are skipped, so an interrupted campaign resumes where it stopped.
+# The committed smoke campaign on Fashion-MNIST (CPU, 2 cores: about 4 h), then everything derived from it:
+# the regression suite's expected numbers (with the same cells re-measured under emulated machines), the
+# leaderboard, correlation, speed and gallery figures. Finished cells are skipped, so it resumes.
+# Committed results come from a clean tree: the script refuses to start when the code differs from HEAD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY="${UEB_VENV:-.venv}/bin/python"
 CACHE=${UEB_CACHE:-$HOME/.cache/uebench/noise}
-CAMPAIGN=(--methods em em-cw sc random tap sem rem
-          --defense none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10 --seeds 0 1 2)
+if [ "$("$PY" -c 'from benchmarks.env import source_state; print(source_state()["dirty"])')" != False ]; then
+  echo "campaign: the code differs from HEAD (git status); commit first: committed results come from a clean tree" >&2
+  exit 2
+fi
+METHODS=(em em-cw sc random tap sem rem)
+SEEDS=(0 1 2 3 4)
+CAMPAIGN=(--methods "${METHODS[@]}" --defense none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10 --seeds "${SEEDS[@]}")
+EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 
 # 1. every method x defense x seed
 "$PY" -m benchmarks.run "${CAMPAIGN[@]}" --no-progress --cache-dir "$CACHE"
-# 2. poison variants for the correlation study (seed 0, at4): SEM sampling radius rho_r and surrogate radius rho_a
-"$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.sample_radius=0,2,4,6 --no-progress --cache-dir "$CACHE"
-"$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.adv_radius=0,1,2,4 --no-progress --cache-dir "$CACHE"
-# 3. the regression suite's reference numbers: the cheap cells and the headline at4 cells
-"$PY" -m benchmarks.expected --results-dir results/cells --name smoke-fashion-mnist \
-      --only '*/none' 'clean/at4' 'sem/at4' 'rem/at4' \
-      --command "python -m benchmarks.run ${CAMPAIGN[*]} --results-dir DIR"
-# 4. leaderboard and figures
+# 2. the expected cells (every method under none; clean, SEM, REM under at4) re-measured under emulated machines:
+#    one thread and oneDNN limited to SSE4.1 (seeds 0 1), ATen's kernels without vectorisation (seed 0 only:
+#    about 5x slower)
+MACHINES=("one-thread|0 1|OMP_NUM_THREADS=1" "onednn-sse41|0 1|ONEDNN_MAX_CPU_ISA=SSE41"
+          "aten-default|0|ATEN_CPU_CAPABILITY=default")
+machine_args=()
+for spec in "${MACHINES[@]}"; do
+  IFS='|' read -r name seeds setting <<<"$spec"
+  dir=results/machines/$name
+  read -ra seed_list <<<"$seeds"
+  env "$setting" "$PY" -m benchmarks.run --methods "${METHODS[@]}" --defense none --seeds "${seed_list[@]}" \
+      --no-progress --results-dir "$dir" --cache-dir "$CACHE-$name"
+  env "$setting" "$PY" -m benchmarks.run --methods sem rem --defense at4 --seeds "${seed_list[@]}" \
+      --no-progress --results-dir "$dir" --cache-dir "$CACHE-$name"
+  machine_args+=(--machine "$name=$dir")
+done
+# 3. poison variants for the correlation study (seed 0, at4): SEM sampling radius rho_r and surrogate radius rho_a
+"$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.sample_radius=0,2,6 --no-progress --cache-dir "$CACHE"
+"$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.adv_radius=0,1,2 --no-progress --cache-dir "$CACHE"
+# 4. the regression suite's reference numbers and tolerances
+"$PY" -m benchmarks.expected --results-dir results/cells --name smoke-fashion-mnist --only "${EXPECTED_ONLY[@]}" \
+      "${machine_args[@]}" --command "python -m benchmarks.run ${CAMPAIGN[*]} --results-dir DIR"
+# 5. leaderboard and figures
 "$PY" -m benchmarks.leaderboard
 "$PY" -m analysis.correlation --defense at4
 "$PY" -m analysis.correlation --defense none

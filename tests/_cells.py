@@ -25,6 +25,7 @@ def write_cell(
     train_size: int = 1000,
     device: str = "cpu (2 threads)",
     recipe: str = "smoke-300",
+    env: dict[str, Any] | None = None,
 ) -> Path:
     """Write one valid cell the way ``benchmarks.run`` does and return its path."""
     key = CellKey(dataset, preset, method, method_hash, victim, defense, seed)
@@ -42,6 +43,7 @@ def write_cell(
             "torch": "2.14.1",
             "timestamp_utc": f"2026-01-01T00:00:0{seed}+00:00",
             "git_commit": "abc",
+            **(env or {}),
         },
         "status": status,
         "metrics": {"final_acc": float(final_acc), "peak_acc": float(final_acc) + 0.01, "train_acc": 0.9} if ok else {},

@@ -1,34 +1,85 @@
-"""``python -m benchmarks.expected``: reference numbers built from measured cells."""
+"""``python -m benchmarks.expected``: reference numbers and measured tolerances built from cells."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+from scipy import stats as st
 
 from benchmarks import expected
 from benchmarks.matrix import load_records
 from tests._cells import write_cell
 
-
-def _campaign(root: Path) -> None:
-    for seed, (clean, em, em_at4) in enumerate([(0.80, 0.52, 0.70), (0.82, 0.54, 0.72), (0.81, 0.53, 0.74)]):
-        write_cell(root, "clean", "c0000000", seed=seed, final_acc=clean)
-        write_cell(root, "em", "e0000000", seed=seed, final_acc=em)
-        write_cell(root, "em", "e0000000", defense="at4", seed=seed, final_acc=em_at4)
-    write_cell(root, "em", "e0000001", defense="at4", final_acc=0.6)  # a one-seed sweep variant
+CLEAN = [0.80, 0.82, 0.81, 0.83, 0.80]
+EM = [0.52, 0.54, 0.53, 0.50, 0.56]
+EM_AT4 = [0.70, 0.72, 0.74, 0.71, 0.73]
 
 
-def test_build_takes_mean_and_sample_std_and_leaves_sweep_variants_out(tmp_path: Path) -> None:
-    _campaign(tmp_path)
-    doc = expected.build(load_records(tmp_path), "python -m benchmarks.run --seeds 0 1 2")
-    assert sorted(doc["cells"]) == ["clean/none", "em/at4", "em/none"]
+def _campaign(root: Path, shift: float = 0.0, seeds: range = range(5), dirty: bool = False) -> Path:
+    for seed in seeds:
+        env = {"dirty": dirty}
+        write_cell(root, "clean", "c0000000", seed=seed, final_acc=CLEAN[seed] + shift, env=env)
+        write_cell(root, "clean", "c0000000", defense="at4", seed=seed, final_acc=CLEAN[seed] - 0.01 + shift, env=env)
+        write_cell(root, "em", "e0000000", seed=seed, final_acc=EM[seed] + shift, env=env)
+        write_cell(root, "em", "e0000000", defense="at4", seed=seed, final_acc=EM_AT4[seed] + shift, env=env)
+    write_cell(root, "em", "e0000001", defense="at4", final_acc=0.6, env={"dirty": False})  # a one-seed sweep variant
+    return root
+
+
+def _half(samples: list[float], alpha: float) -> float:
+    n = len(samples)
+    s = float(st.tstd(samples))
+    return float(st.t.ppf(1 - alpha / 2, n - 1)) * s * math.sqrt(1 + 1 / n)
+
+
+def test_build_mean_ci_and_prediction_tolerance(tmp_path: Path) -> None:
+    doc = expected.build(load_records(_campaign(tmp_path)), "python -m benchmarks.run --seeds 0 1 2 3 4")
+    assert sorted(doc["cells"]) == ["clean/at4", "clean/none", "em/at4", "em/none"]
     at4 = doc["cells"]["em/at4"]
-    assert at4["method_hash"] == "e0000000" and at4["values"] == [0.70, 0.72, 0.74]
-    assert at4["mean"] == pytest.approx(0.72) and at4["std"] == pytest.approx(0.02)
-    assert expected.tolerance(at4) == pytest.approx(0.06)
-    assert doc["device"] == ["cpu (2 threads)"] and doc["preset"] == "smoke"
+    assert at4["method_hash"] == "e0000000" and at4["values"] == EM_AT4 and at4["seeds"] == [0, 1, 2, 3, 4]
+    assert at4["mean"] == pytest.approx(0.72)
+    assert at4["ci95"] == pytest.approx(st.t.ppf(0.975, 4) * st.tstd(EM_AT4) / math.sqrt(5), abs=1e-6)
+    alpha = expected.FAMILY_ALPHA / 4  # four cells
+    gaps = [a - (c - 0.01) for a, c in zip(EM_AT4, CLEAN, strict=True)]
+    assert at4["candidates"]["accuracy"]["half_width"] == pytest.approx(_half(EM_AT4, alpha), abs=1e-6)
+    assert at4["candidates"]["gap_to_clean"]["half_width"] == pytest.approx(_half(gaps, alpha), abs=1e-6)
+    assert at4["statistic"] == min(at4["candidates"], key=lambda k: at4["candidates"][k]["half_width"])
+    assert "gap_to_clean" not in doc["cells"]["clean/none"]["candidates"]
+    assert doc["device"] == ["cpu (2 threads)"] and doc["preset"] == "smoke" and doc["rerun_seeds"] == [0]
+
+
+def test_machines_join_the_sample_and_their_spread_is_reported(tmp_path: Path) -> None:
+    ref = load_records(_campaign(tmp_path / "ref"))
+    other = load_records(_campaign(tmp_path / "other", shift=0.02, seeds=range(2)))
+    doc = expected.build(ref, "cmd", machines={"aten-default": other})
+    em = doc["cells"]["em/none"]
+    assert em["machines"]["aten-default"] == {"0": pytest.approx(0.54), "1": pytest.approx(0.56)}
+    assert em["machine_spread"] == {"0": pytest.approx(0.02), "1": pytest.approx(0.02)}
+    assert em["candidates"]["accuracy"]["n"] == 7
+    pooled = [*EM, EM[0] + 0.02, EM[1] + 0.02]
+    assert em["candidates"]["accuracy"]["center"] == pytest.approx(sum(pooled) / 7, abs=1e-6)
+
+
+def test_check_accepts_inside_and_rejects_outside(tmp_path: Path) -> None:
+    doc = expected.build(load_records(_campaign(tmp_path)), "cmd")
+    runs = {"clean/none": 0.80, "em/none": 0.52, "clean/at4": 0.79, "em/at4": 0.70}
+    assert all(expected.check(doc, name, runs) is None for name in doc["cells"])
+    runs["em/none"] = 0.80  # protection gone
+    reason = expected.check(doc, "em/none", runs)
+    assert reason is not None and reason.startswith("em/none:") and "outside" in reason
+
+
+def test_too_few_seeds_dirty_cells_and_missing_rerun_seeds_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(expected.ResultsError, match="at least 5 are needed"):
+        expected.build(load_records(_campaign(tmp_path / "a", seeds=range(3))), "cmd")
+    with pytest.raises(expected.ResultsError, match="not measured from a clean git tree"):
+        expected.build(load_records(_campaign(tmp_path / "b", dirty=True)), "cmd")
+    assert expected.build(load_records(tmp_path / "b"), "cmd", allow_dirty=True)["cells"]
+    with pytest.raises(expected.ResultsError, match=r"rerun seeds \[7\]"):
+        expected.build(load_records(tmp_path / "b"), "cmd", rerun_seeds=[7], allow_dirty=True)
 
 
 def test_only_keeps_matching_cells(tmp_path: Path) -> None:
@@ -40,17 +91,36 @@ def test_only_keeps_matching_cells(tmp_path: Path) -> None:
 
 
 def test_two_configs_on_the_same_seeds_are_refused(tmp_path: Path) -> None:
-    for seed in (0, 1):
-        write_cell(tmp_path, "em", "e0000000", seed=seed)
-        write_cell(tmp_path, "em", "e0000001", seed=seed)
+    for seed in range(5):
+        write_cell(tmp_path, "em", "e0000000", seed=seed, env={"dirty": False})
+        write_cell(tmp_path, "em", "e0000001", seed=seed, env={"dirty": False})
     with pytest.raises(expected.ResultsError, match="several method configs"):
         expected.build(load_records(tmp_path), "cmd")
 
 
-def test_cli_writes_the_file(tmp_path: Path) -> None:
+def test_cli_writes_the_file(tmp_path: Path, capsys) -> None:
     _campaign(tmp_path / "cells")
+    _campaign(tmp_path / "emu", shift=0.01, seeds=range(2))
     argv = ["--results-dir", str(tmp_path / "cells"), "--name", "x", "--command", "cmd", "--out-dir", str(tmp_path)]
-    assert expected.main([*argv, "--only", "em/*"]) == 0
+    assert expected.main([*argv, "--only", "em/*", "clean/*", "--machine", f"sse41={tmp_path / 'emu'}"]) == 0
     doc = json.loads((tmp_path / "x.json").read_text())
-    assert sorted(doc["cells"]) == ["em/at4", "em/none"] and doc["command"] == "cmd"
+    assert sorted(doc["cells"]) == ["clean/at4", "clean/none", "em/at4", "em/none"] and doc["command"] == "cmd"
+    assert set(doc["machines"]) == {"reference", "sse41"} and doc["schema"] == 2
+    assert "em/at4" in capsys.readouterr().out
     assert expected.main([*argv, "--only", "zzz/*"]) == 2
+    assert expected.main([*argv, "--family-alpha", "2"]) == 2
+    with pytest.raises(SystemExit):
+        expected.main([*argv, "--machine", "no-equals-sign"])
+
+
+def test_report_is_a_markdown_table_of_every_cell(tmp_path: Path, capsys) -> None:
+    ref = load_records(_campaign(tmp_path / "ref"))
+    doc = expected.build(ref, "cmd", machines={"sse41": load_records(_campaign(tmp_path / "o", 0.02, range(1)))})
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(doc))
+    assert expected.main(["--report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 2 + len(doc["cells"])
+    assert "| em/none | 53.00 ± " in out and "0: 54.00" in out and "2.00 pp" in out
+    assert expected.main(["--report", str(tmp_path / "missing.json")]) == 2
+    assert expected.main(["--name", "x"]) == 2

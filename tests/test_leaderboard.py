@@ -50,13 +50,17 @@ def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     assert leaderboard.main(_args(tmp_path)) == 0
     md = (tmp_path / "out" / "LB.md").read_text()
     rows = _section(md, "none")
-    assert [r[0] for r in rows] == ["baseline", "1", "2", "3", "4"]
-    assert [r[1] for r in rows] == ["clean", "sem (samples=3)", "em", "sc", "sem (samples=1)"]
+    # em (30, 40) and sem samples=3 (20, 20) are tied: paired t-test over 2 seeds, p = 0.20; sem samples=1
+    # (50, 50) is significantly weaker than sem samples=3 (the same 30-point difference on both seeds, p = 0)
+    assert [r[0] for r in rows] == ["baseline", "1", "1", "2", "—"]
+    assert [r[1] for r in rows] == ["clean", "sem (samples=3)", "em", "sem (samples=1)", "sc"]
     em = rows[2]
-    # mean 35.00, sample std of (30, 40) = 7.07, n=2, seeds 0 1, gap 35 - 80 = -45
-    assert em[2:8] == ["35.00", "7.07", "2", "0 1", "-45.00", "36.00"]
-    assert em[8:11] == ["60.00", "150.0", "cpu (2 threads)"]  # wall s, passes = 150000 / 1000, device
-    assert rows[3][3:5] == ["—", "1"]  # one seed: no spread
+    # mean 35.00, CI half-width t(0.975, 1) * 7.07 / sqrt(2) = 63.53, n=2, seeds 0 1;
+    # gap to clean (80, 80): -50, -40 -> mean -45, half-width 12.706 * 5 = 63.5, t = 9 on 1 df: p = 0.0704
+    assert em[2:6] == ["35.00", "63.53", "2", "0 1"]
+    assert em[6:8] == ["-45.00 [-108.5, +18.5]", "0.0704"]
+    assert em[8:12] == ["36.00", "60.00", "150.0", "cpu (2 threads)"]  # peak, wall s, passes = 150000 / 1000
+    assert rows[4][3:5] == ["—", "1"]  # one seed: no interval
     caption = md.split("· defense none\n", 1)[1].split("\n\n")[0]
     for fact in ("fashion-mnist", "preset smoke", "recipe smoke-300", "seeds 0 1", "cpu (2 threads)", "1000 training"):
         assert fact in caption
@@ -142,3 +146,17 @@ def test_committed_leaderboard_is_up_to_date(monkeypatch: pytest.MonkeyPatch) ->
         pytest.skip("no committed leaderboard")
     monkeypatch.chdir(repo)
     assert leaderboard.main(["--check"]) == 0, "stale: run python -m benchmarks.leaderboard and commit"
+
+
+def test_overview_matrix_with_intervals_and_ties(tmp_path, cells) -> None:
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    assert md.index("## Overview: fashion-mnist") < md.index("· defense none\n")
+    body = md.split("## Overview: fashion-mnist", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in body.splitlines() if ln.startswith("| ")]
+    assert lines[0] == "| method | none | at4 |"
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[1:])}
+    assert list(rows) == ["clean", "em", "sc", "sem (samples=1)", "sem (samples=3)"]
+    assert rows["em"][0] == "**35.00 ± 63.53 (2)**"  # tied with sem (samples=3) for the strongest protection
+    assert rows["sem (samples=3)"][0] == "**20.00 ± 0.00 (2)**"
+    assert rows["sem (samples=1)"][0] == "50.00 ± 0.00 (2)" and rows["sc"] == ["45.00 (1)", ""]
