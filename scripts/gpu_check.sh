@@ -63,7 +63,7 @@ SELECTED=" $(echo "${UEB_GPU_STEPS:-env gpu_tests speed e2e paper_short speed_co
 if [ $DRY = 1 ]; then
   MODE=(--dry)
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny tensors; and the CPU may be shared
-  BENCH=(UEB_BENCH_DEVICE=cpu UEB_BENCH_ARCH=tiny_cnn UEB_BENCH_BATCH=8 UEB_BENCH_ROUNDS=1 UEB_BENCH_WARMUP=0
+  BENCH=(UEB_BENCH_DEVICE=cpu UEB_BENCH_ARCH=tiny_cnn UEB_BENCH_BATCH=4 UEB_BENCH_ROUNDS=1 UEB_BENCH_WARMUP=0
          UEB_BENCH_COMPILE_BACKEND=aot_eager)
 else
   MODE=()
@@ -99,7 +99,8 @@ step() {
     rc=${PIPESTATUS[0]}
     case $rc in
       0) status=ok ;;
-      124 | 137) status=timeout ;;
+      124) status=timeout ;;
+      137) if ((SECONDS - start >= limit)); then status=timeout; else status=failed; fi ;;  # SIGKILL: -k or OOM
       *) status=failed ;;
     esac
   fi
