@@ -40,6 +40,15 @@ NUMERICS_VARIABLES = (
     "CUBLAS_WORKSPACE_CONFIG",
 )
 
+#: dense peak TFLOP/s of known GPUs by a pattern of their name (NVIDIA data sheets; tensor-core figures without
+#: sparsity): fp32 without tensor cores, tf32 and bf16 on tensor cores. The first pattern in the name wins.
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIe", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.0}),
+    ("H100", {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0}),  # SXM5, e.g. "NVIDIA H100 80GB HBM3"
+    ("H200", {"fp32": 67.0, "tf32": 495.0, "bf16": 989.0}),
+    ("A100", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}),
+)
+
 
 def _git(*args: str, text: bool = True) -> Any:
     try:
@@ -89,6 +98,24 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"{device.type} ({torch.get_num_threads()} threads)"
+
+
+def peak_tflops(name: str) -> dict[str, float] | None:
+    """The dense peak TFLOP/s of the device called ``name`` per arithmetic (``fp32``, ``tf32``, ``bf16``), if known."""
+    return next((dict(peaks) for pattern, peaks in PEAK_TFLOPS if pattern in name), None)
+
+
+def peak_shares(name: str, precision: str, tflops: float) -> dict[str, float]:
+    """``tflops`` as a share of each dense peak of the device ``name`` that ``precision`` (fp32, bf16) runs at.
+
+    fp32 convolutions run on TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` is on (torch's default),
+    so fp32 is compared with both the fp32 and the tf32 peak, bf16 with the bf16 peak. Empty for a device
+    without a known peak (a CPU).
+    """
+    peaks = peak_tflops(name)
+    if peaks is None:
+        return {}
+    return {basis: tflops / peaks[basis] for basis in (("bf16",) if precision == "bf16" else ("fp32", "tf32"))}
 
 
 def numerics(device: torch.device, precision: str | None = None) -> dict[str, Any]:

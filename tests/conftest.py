@@ -1,7 +1,12 @@
-"""Shared fixtures and options: ``--runslow`` for slow tests; ``gpu`` tests skip without CUDA."""
+"""Shared fixtures and options: ``--runslow`` for slow tests; ``gpu`` tests skip without CUDA.
+
+``UEB_GPU_TEST_DEVICE=cpu`` runs the ``gpu`` tests on the CPU instead (the rehearsal of
+``scripts/gpu_check.sh --dry``); they take their device from the ``gpu_device`` fixture.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +17,8 @@ from benchmarks.plugins import load_plugins
 
 load_plugins()
 
+GPU_TEST_DEVICE = torch.device(os.environ.get("UEB_GPU_TEST_DEVICE", "cuda"))
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")
@@ -20,11 +27,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_slow = pytest.mark.skip(reason="slow: pass --runslow")
     skip_gpu = pytest.mark.skip(reason="gpu: CUDA is not available")
+    no_gpu = GPU_TEST_DEVICE.type == "cuda" and not torch.cuda.is_available()
     for item in items:
         if "slow" in item.keywords and not config.getoption("--runslow"):
             item.add_marker(skip_slow)
-        if "gpu" in item.keywords and not torch.cuda.is_available():
+        if "gpu" in item.keywords and no_gpu:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def gpu_device() -> torch.device:
+    """The device of the ``gpu`` tests: CUDA, or what ``UEB_GPU_TEST_DEVICE`` names."""
+    return GPU_TEST_DEVICE
 
 
 @pytest.fixture(autouse=True)
