@@ -40,7 +40,7 @@ import torch
 from analysis.gpu_summary import FILES
 from benchmarks import run as runner
 from benchmarks.env import CODE_DIRS, REPO, device_name, environment, peak_tflops
-from benchmarks.expected import EXPECTED_DIR, tolerance
+from benchmarks.expected import EXPECTED_DIR, check
 from benchmarks.io import atomic_write_text
 from benchmarks.matrix import load_records
 from benchmarks.registry import METHODS
@@ -281,39 +281,42 @@ def cell_summary(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def compare_expected(records: Sequence[dict[str, Any]], directory: Path = REPO / EXPECTED_DIR) -> list[dict[str, Any]]:
-    """Each ok cell that ``results/expected`` has a reference number for, with that number and its tolerance.
+    """Each ok cell that ``results/expected`` has a reference number for, with that number and whether the
+    regression test's tolerance (:func:`benchmarks.expected.check`) would accept it.
 
     Information, not a test: the reference was measured on another device (its ``expected_device``).
     """
     docs = [json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))]
+    ok = [r for r in records if r.get("status") == "ok"]
     out = []
-    for record in records:
-        if record.get("status") != "ok":
-            continue
-        name = f"{record['method']}/{record['defense']}"
-        for doc in docs:
-            same = (doc["dataset"], doc["preset"], doc["victim"]) == (
-                record["dataset"],
-                record["preset"],
-                record["victim"],
-            )
-            entry = doc["cells"].get(name) if same else None
-            if entry is None:
-                continue
-            acc, tol = float(record["metrics"]["final_acc"]), tolerance(entry)
-            config_same = entry["method_hash"] == record["method_hash"]
-            out.append(
-                {
-                    "cell": name,
-                    "seed": record["seed"],
-                    "measured": acc,
-                    "expected_mean": entry["mean"],
-                    "tolerance": tol,
-                    "within": abs(acc - entry["mean"]) <= tol if config_same else None,
-                    "method_hash_matches": config_same,
-                    "expected_device": doc["device"],
-                }
-            )
+    for doc in docs:
+        mine = [
+            r for r in ok if (r["dataset"], r["preset"], r["victim"]) == (doc["dataset"], doc["preset"], doc["victim"])
+        ]
+        for seed in sorted({r["seed"] for r in mine}):
+            runs = {
+                f"{r['method']}/{r['defense']}": float(r["metrics"]["final_acc"])
+                for r in mine
+                if r["seed"] == seed
+                and r["method_hash"] == doc["cells"].get(f"{r['method']}/{r['defense']}", {}).get("method_hash")
+            }
+            for name in sorted(set(runs) & set(doc["cells"])):
+                entry = doc["cells"][name]
+                try:
+                    within = check(doc, name, runs) is None if doc.get("schema") == 2 else None
+                except KeyError:  # a gap statistic whose clean cell this run does not have
+                    within = None
+                out.append(
+                    {
+                        "cell": name,
+                        "seed": seed,
+                        "measured": runs[name],
+                        "expected_mean": entry["mean"],
+                        "tolerance": entry.get("tolerance"),
+                        "within": within,
+                        "expected_device": doc["device"],
+                    }
+                )
     return out
 
 

@@ -198,26 +198,36 @@ def test_cells_are_compared_with_the_expected_numbers_of_their_protocol() -> Non
         "dataset": "fashion-mnist",
         "preset": "smoke",
         "victim": "tiny_cnn",
-        "method": "sem",
         "defense": "at4",
         "seed": 0,
         "status": "ok",
-        "method_hash": entry["method_hash"],
     }
+    clean = doc["cells"]["clean/at4"]
+
+    def pair(seed: int, sem: float, **extra: object) -> list[dict]:
+        return [
+            {**base, "method": "clean", "seed": seed, "method_hash": clean["method_hash"],
+             "metrics": {"final_acc": clean["mean"]}},
+            {**base, "method": "sem", "seed": seed, "method_hash": entry["method_hash"],
+             "metrics": {"final_acc": sem}, **extra},
+        ]  # fmt: skip
+
     records = [
-        {**base, "metrics": {"final_acc": entry["mean"]}},
-        {**base, "seed": 1, "metrics": {"final_acc": entry["mean"] + 0.2}},
-        {**base, "seed": 2, "method_hash": "changed0", "metrics": {"final_acc": entry["mean"]}},
-        {**base, "preset": "tiny", "metrics": {"final_acc": 0.1}},  # no reference for the tiny preset
-        {**base, "status": "error", "metrics": {}},
+        *pair(0, entry["mean"]),
+        *pair(1, entry["mean"] + 0.2),
+        *pair(2, entry["mean"], method_hash="changed0"),  # another config: not compared
+        {**base, "method": "sem", "preset": "tiny", "method_hash": "x", "metrics": {"final_acc": 0.1}},
+        {**base, "method": "sem", "status": "error", "metrics": {}},
     ]
-    got = gpu_check.compare_expected(records)
-    assert [(e["seed"], e["within"], e["method_hash_matches"]) for e in got] == [
-        (0, True, True),
-        (1, False, True),
-        (2, None, False),
+    got = [(e["cell"], e["seed"], e["within"]) for e in gpu_check.compare_expected(records)]
+    schema2 = doc.get("schema") == 2
+    assert got == [
+        ("clean/at4", 0, True if schema2 else None),
+        ("sem/at4", 0, True if schema2 else None),
+        ("clean/at4", 1, True if schema2 else None),
+        ("sem/at4", 1, False if schema2 else None),
+        ("clean/at4", 2, True if schema2 else None),
     ]
-    assert got[0]["expected_device"] == doc["device"]
 
 
 def test_the_projection_scales_each_measured_cost_by_the_full_protocol() -> None:
