@@ -1,43 +1,21 @@
-"""Plumbing shared by the analysis CLIs: one-line usage errors, output checks, atomic PNG and CSV writes.
+"""Plumbing shared by the analysis CLIs: output checks, atomic PNG and CSV writes (one-line usage errors:
+:mod:`benchmarks.errors`).
 
 Every figure is drawn with matplotlib's non-interactive ``Agg`` backend, so the scripts run headless.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import matplotlib
 import pandas as pd
 
+from benchmarks.errors import UsageError
 from benchmarks.io import atomic_write, atomic_write_text, check_writable
 
 BACKEND = "Agg"
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported on one line, exit code 2."""
-
-
-class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors raise :class:`UsageError` instead of exiting."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
-
-
-def fail(prog: str, err: BaseException | str) -> int:
-    """Report ``err`` as one ``<name>: error: ...`` line on stderr (``python -m analysis.speed`` -> ``speed``).
-
-    Returns:
-        2, the exit code of bad input.
-    """
-    text = " ".join(str(err).split())
-    print(f"{prog.rsplit('.', 1)[-1]}: error: {text}", file=sys.stderr)
-    return 2
 
 
 def check_out_dir(directory: Path) -> None:

@@ -4,7 +4,7 @@
 
 One point per poison variant (data set, preset, method, config hash) and victim: x is a robustness number
 from the cells' ``generation`` block (``surrogate_robust_acc``, ``noise_robustness``; see
-:mod:`analysis.robustness`), averaged over the variant's poisons (seeds); y is the victim's mean final
+:mod:`benchmarks.robustness`), averaged over the variant's poisons (seeds); y is the victim's mean final
 clean test accuracy under ``--defense``. Variants without robustness numbers (clean, random, sc, or cells
 generated before they were recorded) are skipped and named. Each (data set, preset, victim) with at least
 3 points gets a regression plot per robustness number with Pearson's r and its p-value.
@@ -15,7 +15,6 @@ Writes ``correlation_<defense>.png``, ``correlation_<defense>.csv`` (the points)
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import sys
@@ -27,7 +26,8 @@ import pandas as pd
 import seaborn as sns
 from scipy import stats
 
-from analysis._cli import Parser, UsageError, check_out_dir, fail, save_csv, save_png, subplots
+from analysis._cli import check_out_dir, save_csv, save_png, subplots
+from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.matrix import ROBUSTNESS, ResultsError, cells_frame, load_records, poison_frame
 
 PROG = "python -m analysis.correlation"
@@ -121,17 +121,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=Path("results/cells"))
-    p.add_argument("--defense", default="at4", help="the victims' defense (default %(default)s)")
-    p.add_argument("--out-dir", type=Path, default=Path("results/figures"))
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=Path("results/cells"), help="results cells")
+    p.add_argument("--defense", default="at4", help="the victims' defense")
+    p.add_argument("--out-dir", type=Path, default=Path("results/figures"), help="where the figure and CSV go")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         table, skipped = points(cells_frame(load_records(args.results_dir)), args.defense)
         found = correlations(table)
         if found.empty:
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         check_out_dir(args.out_dir)
     except (UsageError, ResultsError) as err:
-        return fail(PROG, err)
+        return fail(prog, err)
     if skipped:
         print(f"skipped (no robustness numbers in their generation block): {', '.join(skipped)}")
     for r in found.itertuples():

@@ -19,21 +19,19 @@ import argparse
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from analysis._cli import Parser, UsageError, check_out_dir, fail, save_png, subplots
-from benchmarks.cache import NoiseCache
+from analysis._cli import check_out_dir, save_png, subplots
 from benchmarks.data import DatasetMissingError
-from benchmarks.noisefile import FileNoise, NoiseFileError, add_noise_file_option
+from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
+from benchmarks.noisefile import NoiseFileError, add_noise_file_option
+from benchmarks.plan import load_data, load_noise_files, make_plan
 from benchmarks.plugins import load_plugins
-from benchmarks.presets import Protocol
-from benchmarks.registry import DATASETS, METHODS, PRESETS, UnknownNameError
-from benchmarks.run import DEFAULT_CACHE, get_poison, load_data
-from benchmarks.types import Budget, Context
+from benchmarks.poisons import GenerationFailure, get_poison
+from benchmarks.spec import DEFAULT_CACHE, CampaignSpec
 
 PROG = "python -m analysis.gallery"
 
@@ -108,70 +106,65 @@ def pick(y: torch.Tensor, n: int) -> torch.Tensor:
     return torch.tensor(order[:n], dtype=torch.long)
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--methods", nargs="+", default=[], help="method names (noise from the cache, else generated)")
     add_noise_file_option(p, "a row from a poison file, as benchmarks.run --noise-file reads it (repeatable)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--preset", default="smoke")
+    p.add_argument("--dataset", default="fashion-mnist", help="the data set")
+    p.add_argument("--preset", default="smoke", help="the preset (its training slice and method options)")
     p.add_argument("--seed", type=int, default=0, help="the noise seed, as in benchmarks.run --seeds")
-    p.add_argument("--radius", type=float, default=None, help="rho_u in 1/255 units (default: the preset's)")
-    p.add_argument("--data-root", type=Path, default=None)
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache (default $UEB_CACHE)")
+    p.add_argument("--radius", default=None, help="rho_u in 1/255 units (None: the preset's)")
+    p.add_argument("--data-root", type=Path, default=None, help="data directory (torchvision layout)")
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache ($UEB_CACHE)")
     p.add_argument("--device", default="auto", help="where to generate noise on a cache miss: auto, cpu, cuda")
-    p.add_argument("--out", type=Path, default=Path("results/figures/gallery.png"))
-    p.add_argument("--n", type=int, default=6, help="number of images (default %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("results/figures/gallery.png"), help="the PNG to write")
+    p.add_argument("--n", type=int, default=6, help="number of images")
     return p
 
 
-def _device(text: str) -> torch.device:
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type not in ("cpu", "cuda") or (device.type == "cuda" and not torch.cuda.is_available()):
-        raise UsageError(f"--device {text} is not available here; use cpu")
-    return device
+def spec_of(args: argparse.Namespace) -> CampaignSpec:
+    """The gallery's campaign: its methods (with the preset's options), noise files, seed and budget."""
+    return CampaignSpec(
+        dataset=args.dataset,
+        preset=args.preset,
+        methods=tuple(dict.fromkeys(args.methods)),
+        noise_files=tuple(args.noise_files),
+        seeds=(args.seed,),
+        radius=args.radius,
+        clean=False,
+        device=args.device,
+        data_root=args.data_root,
+        cache_dir=args.cache_dir,
+        progress=False,
+    )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     load_plugins()
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         if not args.methods and not args.noise_files:
             raise UsageError("give --methods and/or --noise-file PATH")
         if not 1 <= args.n <= 32:
             raise UsageError(f"--n must be in 1..32, got {args.n}")
-        if args.seed < 0:
-            raise UsageError(f"--seed must be non-negative, got {args.seed}")
-        if args.dataset not in DATASETS:
-            raise UsageError(f"unknown dataset {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
-        protocol: Protocol = PRESETS.get(args.preset)(args.dataset)
-        if args.radius is not None:
-            if not 0 < args.radius <= 127:
-                raise UsageError(f"--radius must be in (0, 127] (1/255 units), got {args.radius:g}")
-            protocol = replace(protocol, radius=args.radius)
-        methods = [METHODS.get(name)(**protocol.method_options(name)) for name in dict.fromkeys(args.methods)]
-        files = [FileNoise(path) for path in args.noise_files]
-        device = _device(args.device)
+        plan = make_plan(spec_of(args))
         check_out_dir(args.out.parent)
-        train, _ = load_data(protocol, args.data_root, download=False)
-        budget = Budget("linf", protocol.radius)
-        noises = {f.name: f.load(train, budget).per_sample(train.y) for f in files}
-    except (UsageError, UnknownNameError, DatasetMissingError, NoiseFileError, ValueError, TypeError) as err:
-        return fail(PROG, err)
-    cache, ctx = NoiseCache(args.cache_dir), Context(device)
+        train, _ = load_data(plan)
+        load_noise_files(plan, train)
+    except (UsageError, DatasetMissingError, NoiseFileError) as err:
+        return fail(prog, err)
+    train = train.to(plan.ctx.device)
     rows: dict[str, torch.Tensor] = {}
-    for method in methods:
-        poison = get_poison(method, train.to(device), protocol.radius, protocol.dataset, cache, ctx, args.seed)
-        rows[method.name] = poison.per_sample(train.y.cpu()).cpu()
-    rows.update(noises)
+    for label, method in plan.variants.items():
+        budget = method.budget(train.shape, plan.radius)
+        poison = get_poison(method, train, budget, plan.protocol.dataset, plan.cache, plan.ctx, args.seed)
+        if isinstance(poison, GenerationFailure):
+            return fail(prog, f"{label}: {poison.error}")
+        rows[label] = poison.per_sample(train.y).cpu()
     index = pick(train.y, args.n)
-    out = gallery(train.x[index], {label: d[index] for label, d in rows.items()}, args.out)
-    print(f"gallery: {args.dataset}, preset {protocol.preset}, seed {args.seed}, images {index.tolist()} -> {out}")
+    out = gallery(train.x[index].cpu(), {label: d[index] for label, d in rows.items()}, args.out)
+    print(f"gallery: {args.dataset}, preset {args.preset}, seed {args.seed}, images {index.tolist()} -> {out}")
     return 0
 
 

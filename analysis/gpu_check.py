@@ -39,10 +39,13 @@ import torch
 
 from analysis.gpu_summary import FILES
 from benchmarks import run as runner
+from benchmarks.campaign import Campaign
 from benchmarks.env import CODE_DIRS, REPO, device_name, environment, peak_tflops
+from benchmarks.executors import LocalExecutor
 from benchmarks.expected import EXPECTED_DIR, check
 from benchmarks.io import atomic_write_text
 from benchmarks.matrix import load_records
+from benchmarks.plan import load_data, make_plan
 from benchmarks.registry import METHODS
 from benchmarks.train import evaluate
 from benchmarks.types import Context
@@ -400,7 +403,7 @@ def project(doc: dict[str, Any], paper: dict[str, Any]) -> dict[str, Any]:
 def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) -> int:
     """The ``paper`` protocol at full data scale with fewer generation and victim steps; per-step times and a
     projection of the full protocol's wall time."""
-    from victims.archs import build_victim
+    from benchmarks.models import create_victim
 
     path = out / FILES["paper_short"]
     argv = [
@@ -409,15 +412,15 @@ def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) 
         "--cache-dir", str(scratch / "paper-cache"), "--set", f"sem.steps={sizes.paper_generation_steps}",
         "--set", "sem.final_pass=false", *_data_args(data_root), *sizes.paper_options,
     ]  # fmt: skip
-    plan = runner.make_plan(runner.build_parser().parse_args(argv))
+    plan = make_plan(runner.spec_from_args(runner.build_parser().parse_args(argv)))
     full = plan.protocol
     shorter = {"steps": sizes.paper_victim_steps, "eval_every": sizes.paper_eval_every}
     if sizes.paper_batch is not None:
         shorter["batch_size"] = sizes.paper_batch
     recipe = replace(full.recipe, **shorter)
     plan.protocol = replace(full, recipe=recipe, train_size=sizes.paper_train_size, test_size=sizes.paper_test_size)
-    train, test = runner.load_data(plan.protocol, data_root, download=False)
-    method, ctx = plan.methods["sem"], plan.ctx
+    train, test = load_data(plan)
+    method, ctx = plan.variants["sem"], plan.ctx
     cfg, device = method.config, plan.ctx.device
     paper_cfg = METHODS.get("sem")(**full.method_options("sem")).config
     doc: dict[str, Any] = {
@@ -452,7 +455,7 @@ def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) 
     # 2. the engine: generation (without its final pass) and one victim per defense, cells in the scratch folder
     _reset_peak(device)
     start = time.perf_counter()
-    records = runner.run(plan, train, test)
+    records = Campaign(plan, train, test, LocalExecutor()).run()
     _sync(device)
     doc["engine_wall_s"] = time.perf_counter() - start
     doc.update(memory(device))
@@ -475,7 +478,7 @@ def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) 
     write_json(path, doc)
 
     # 3. one evaluation of the test set (a fresh victim; the cost does not depend on the weights)
-    victim = ctx.prepare(build_victim(plan.victims[0], test.num_classes, test.shape[0]))
+    victim = ctx.prepare(create_victim(plan.victims[0], test.num_classes, test.shape[0]))
     test_on_device = test.to(device)
     evaluate(victim, test_on_device, ctx, recipe)
     doc["evaluation"] = {"images": len(test), "s": _timed(device, evaluate, victim, test_on_device, ctx, recipe)}

@@ -15,7 +15,6 @@ Writes ``speed.csv`` and ``speed.png`` under ``--out-dir``.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Sequence
@@ -24,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
-from analysis._cli import Parser, UsageError, check_out_dir, fail, save_csv, save_png, subplots
+from analysis._cli import check_out_dir, save_csv, save_png, subplots
+from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.matrix import ResultsError, cells_frame, load_records, markdown_table, poison_frame
 
 PROG = "python -m analysis.speed"
@@ -154,20 +154,20 @@ def plot(poisons: pd.DataFrame, path: Path) -> Path:
     return save_png(fig, path)
 
 
-def build_parser() -> Parser:
-    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=Path("results/cells"))
-    p.add_argument("--out-dir", type=Path, default=Path("results/figures"))
+def build_parser(prog: str = PROG) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=Path("results/cells"), help="results cells")
+    p.add_argument("--out-dir", type=Path, default=Path("results/figures"), help="where speed.csv/.png go")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         poisons = generation_poisons(cells_frame(load_records(args.results_dir)))
         check_out_dir(args.out_dir)
     except (UsageError, ResultsError) as err:
-        return fail(PROG, err)
+        return fail(prog, err)
     table = speed_table(poisons)
     print(to_markdown(table))
     csv = save_csv(table, args.out_dir / "speed.csv")

@@ -1,12 +1,12 @@
 """Executors: where the runner's noise generations and victim trainings run.
 
 ``local`` (the default) runs them one after the other in this process. ``ray`` runs every noise generation
-``(data set, method, seed)`` and every cell ``(victim, defense)`` as a Ray task with declared resources; a cell's
-task takes its generation task's ``ObjectRef``, so Ray starts it once its noise exists. Both call the same
-functions of :mod:`benchmarks.run` (:func:`~benchmarks.run.generate_poison`, :func:`~benchmarks.run.protect`,
-:func:`~benchmarks.run.train_cell`), and in both only the driver (this process) reads and writes the noise cache
-and the results: tasks return poisons and records, the driver stores them (through ``on_poison`` and
-``on_record``) as they arrive, so an interrupted campaign keeps every finished cell.
+``(data set, method, seed)`` and every cell ``(victim, defense)`` as a Ray task with declared resources; a
+cell's task takes its generation task's ``ObjectRef``, so Ray starts it once its noise exists. Both call the
+same functions (:mod:`benchmarks.poisons`, :func:`benchmarks.cells.train_cell`), and in both only the driver
+(this process) reads and writes the noise cache and the results: tasks return poisons and records, the driver
+stores them (through ``on_poison`` and ``on_record``) as they arrive, so an interrupted campaign keeps every
+finished cell.
 
 Ray is imported inside :class:`RayExecutor` only: the package works without it.
 """
@@ -14,30 +14,30 @@ Ray is imported inside :class:`RayExecutor` only: the package works without it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from benchmarks.cells import protect, train_cell
+from benchmarks.errors import UsageError
+from benchmarks.plan import Job, Plan
+from benchmarks.poisons import cached, generate
+from benchmarks.store import CellKey
 from benchmarks.types import Context, ImageSet, Poison
-
-if TYPE_CHECKING:
-    from benchmarks.run import Job, Plan
-    from benchmarks.store import CellKey
 
 log = logging.getLogger("uebench")
 
-OnPoison = Callable[["Job", Poison], None]
-OnRecord = Callable[["CellKey", dict[str, Any]], None]
+OnPoison = Callable[[Job, Poison], None]
+OnRecord = Callable[[CellKey, dict[str, Any]], None]
 
 
-class ExecutorError(Exception):
+class ExecutorError(UsageError):
     """An executor that cannot start (Ray missing, cluster unreachable): reported on one line, exit code 2."""
 
 
@@ -71,18 +71,17 @@ class LocalExecutor(Executor):
     def run(
         self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
     ) -> None:
-        from benchmarks.run import cached_poison, generate_poison, protect, train_cell
-
         train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
         for job in jobs:
-            poison = cached_poison(plan, job, train)
+            method = plan.variants[job.label]
+            poison = cached(method, train, job.budget, job.cache_key, plan.protocol.dataset, plan.cache)
             if poison is None:
-                poison = generate_poison(plan, job, train)
+                poison = generate(method, train, job.budget, plan.ctx, job.seed)
                 if isinstance(poison, Poison):
                     on_poison(job, poison)
             protected = protect(poison, train)
             for key in job.cells:
-                on_record(key, train_cell(plan, key, protected, test, poison))
+                on_record(key, train_cell(plan, job, key, protected, test, poison))
 
 
 # ------------------------------------------------------------------------------------------------ ray tasks
@@ -101,19 +100,15 @@ def _worker_plan(plan: Plan) -> Plan:
 
 def generate_task(plan: Plan, job: Job, train: ImageSet) -> Any:
     """Ray task: generate the poison of ``job``, or its GenerationFailure (never touches the cache)."""
-    from benchmarks.run import generate_poison
-
     plan = _worker_plan(plan)
-    return generate_poison(plan, job, train.to(plan.ctx.device))
+    return generate(plan.variants[job.label], train.to(plan.ctx.device), job.budget, plan.ctx, job.seed)
 
 
-def cell_task(plan: Plan, key: CellKey, train: ImageSet, test: ImageSet, poison: Any) -> dict[str, Any]:
+def cell_task(plan: Plan, job: Job, key: CellKey, train: ImageSet, test: ImageSet, poison: Any) -> dict[str, Any]:
     """Ray task: train the victim of one cell on ``train`` protected by ``poison``; returns the record."""
-    from benchmarks.run import protect, train_cell
-
     plan = _worker_plan(plan)
     train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
-    return train_cell(plan, key, protect(poison, train), test, poison)
+    return train_cell(plan, job, key, protect(poison, train), test, poison)
 
 
 class RayExecutor(Executor):
@@ -154,7 +149,9 @@ class RayExecutor(Executor):
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if device == "auto":
-            plan.ctx = Context(torch.device("cuda" if gpus >= self.gpus else "cpu"), progress=plan.ctx.progress)
+            amp = None if plan.spec.precision == "auto" else plan.spec.precision == "bf16"
+            device = torch.device("cuda" if gpus >= self.gpus else "cpu")
+            plan.ctx = Context(device, amp=amp, progress=plan.ctx.progress)
         if plan.ctx.device.type == "cuda" and gpus < self.gpus:
             log.warning("the Ray cluster has %g GPUs now; tasks wait until %g is free (autoscaler?)", gpus, self.gpus)
         if cpus < self.cpus:
@@ -189,8 +186,6 @@ class RayExecutor(Executor):
         """Submit jobs in order, at most ``2 x slots`` poisons in flight; store results as they come back."""
         import ray
 
-        from benchmarks.run import cached_poison
-
         options = {**self.resources(plan), "max_retries": 2}
         generate = ray.remote(generate_task).options(**options)
         cell = ray.remote(cell_task).options(**options)
@@ -204,14 +199,15 @@ class RayExecutor(Executor):
             while queue or pending:
                 while queue and len(open_cells) < window:
                     job = queue.popleft()
-                    poison = cached_poison(plan, job, train)
+                    method = plan.variants[job.label]
+                    poison = cached(method, train, job.budget, job.cache_key, plan.protocol.dataset, plan.cache)
                     if poison is None:
                         poison_ref = generate.remote(plan_ref, job, train_ref)
                         pending[poison_ref] = (job, None)
                     else:
                         poison_ref = ray.put(poison)
                     for key in job.cells:
-                        pending[cell.remote(plan_ref, key, train_ref, test_ref, poison_ref)] = (job, key)
+                        pending[cell.remote(plan_ref, job, key, train_ref, test_ref, poison_ref)] = (job, key)
                     open_cells[id(job)] = len(job.cells)
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
@@ -267,9 +263,3 @@ def make_executor(name: str, address: str | None, cpus: float | None, gpus: floa
     if name == "ray":
         return RayExecutor(address, cpus, gpus)
     return LocalExecutor()
-
-
-def check_resource(flag: str, value: float | None) -> None:
-    """Raise ``ValueError`` unless ``value`` is None or a finite positive number."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{flag} must be a positive number, got {value:g}")

@@ -19,11 +19,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 
 from benchmarks import stats
+from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, cells_frame, load_records, markdown_table
 
@@ -62,15 +62,6 @@ NOTES = (
     "taken), on the generation device. A method listed with options is one of several configurations of that "
     "method in the same preset."
 )
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported on one line, exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see --help)")
 
 
 @dataclass(frozen=True)
@@ -301,27 +292,26 @@ def build(results_dir: Path, cmd: str) -> tuple[str, str]:
     return render_markdown(tables, errors, cmd), render_html(tables, errors, cmd)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="cells directory (default %(default)s)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file (default %(default)s)")
-    p.add_argument("--html", type=Path, default=DEFAULT_HTML, help="static HTML page (default %(default)s)")
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="cells directory")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="markdown file")
+    p.add_argument("--html", type=Path, default=DEFAULT_HTML, help="static HTML page")
     p.add_argument("--no-html", action="store_true", help="write (or check) the markdown only")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ from the cells")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(prog).parse_args(argv)
         markdown, page = build(args.results_dir, command(args))
         outputs = [(args.out, markdown)] + ([] if args.no_html else [(args.html, page)])
         if not args.check:
             for path, _ in outputs:
                 check_writable(path.parent)
     except (UsageError, ResultsError, PermissionError) as err:
-        print(f"leaderboard: error: {err}", file=sys.stderr)
-        return 2
+        return fail(prog, err)
     if args.check:
         stale = [str(p) for p, text in outputs if not p.is_file() or p.read_text(encoding="utf-8") != text]
         if stale:

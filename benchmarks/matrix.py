@@ -1,4 +1,5 @@
-"""Results cells -> pandas frames: the one table the matrix, leaderboard and plots all read."""
+"""Results cells -> pandas frames: the one table (:func:`cells_frame`) the runner's matrix, the leaderboard,
+the plots and :func:`benchmarks.campaign.run_campaign` all read."""
 
 from __future__ import annotations
 
@@ -13,41 +14,11 @@ import pandas as pd
 
 from benchmarks.store import ResultStore
 
-COLUMNS = [
-    "dataset",
-    "preset",
-    "method",
-    "method_hash",
-    "victim",
-    "defense",
-    "seed",
-    "final_acc",
-    "peak_acc",
-    "train_acc",
-    "generate_s",
-    "train_s",
-    "device",
-]
-
-
-def to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """One row per finished (``status == "ok"``) cell."""
-    rows = [
-        {
-            **{k: r[k] for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
-            **{k: r["metrics"].get(k) for k in ("final_acc", "peak_acc", "train_acc")},
-            "generate_s": r.get("generation", {}).get("wall_s"),
-            "train_s": r.get("wall_s", {}).get("train"),
-            "device": r["env"].get("device"),
-        }
-        for r in records
-        if r.get("status") == "ok"
-    ]
-    return pd.DataFrame(rows, columns=COLUMNS)
-
 
 def matrix(frame: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
-    """Method x defense table of ``value`` in percent: ``mean`` or ``mean ± std (n)`` over seeds."""
+    """Method (label) x defense table of ``value`` in percent over the ok cells of a :func:`cells_frame`:
+    ``mean`` for one seed, ``mean ± std (n)`` for several."""
+    frame = frame[frame["status"] == "ok"]
     if frame.empty:
         return pd.DataFrame()
 
@@ -57,11 +28,11 @@ def matrix(frame: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
             return f"{pct.mean():.1f}"
         return f"{pct.mean():.1f} ± {pct.std(ddof=1):.1f} (n={len(pct)})"
 
-    methods = list(dict.fromkeys(frame["method"]))
+    methods = list(dict.fromkeys(frame["label"]))
     defenses = list(dict.fromkeys(frame["defense"]))
-    table = frame.groupby(["method", "defense"])[value].agg(cell).unstack("defense")
+    table = frame.groupby(["label", "defense"])[value].agg(cell).unstack("defense")
     order = (["clean"] if "clean" in methods else []) + [m for m in methods if m != "clean"]
-    return table.reindex(index=order, columns=defenses).fillna("")
+    return table.reindex(index=order, columns=defenses).fillna("").rename_axis(index="method")
 
 
 # ------------------------------------------------------------------------------------------ all cells, one frame
@@ -152,11 +123,15 @@ CELL_COLUMNS = [
     "label",
     "victim",
     "defense",
+    "protocol_hash",
     "seed",
     "status",
     "final_acc",
     "peak_acc",
+    "train_acc",
+    "train_s",
     "device",
+    "precision",
     "gen_wall_s",
     "gen_steps",
     "gen_images_forwarded",
@@ -193,9 +168,13 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "train_size": train_size,
                 "label": labels[(r["dataset"], r["preset"], r["method"], r["method_hash"])],
                 "status": r["status"],
+                "protocol_hash": str(r.get("protocol_hash", "")),
                 "final_acc": _number(metrics.get("final_acc")),
                 "peak_acc": _number(metrics.get("peak_acc")),
+                "train_acc": _number(metrics.get("train_acc")),
+                "train_s": _number((r.get("wall_s") or {}).get("train")),
                 "device": str(r["env"].get("device") or ""),
+                "precision": str((r["env"].get("numerics") or {}).get("precision") or ""),
                 "gen_wall_s": _number(gen.get("wall_s")),
                 "gen_steps": _number(gen.get("steps")),
                 "gen_images_forwarded": images,

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.env import device_name
+from benchmarks.robustness import DEFAULT_RADIUS, robustness
 from benchmarks.types import Budget, Context, ImageSet, Poison
 
 
@@ -250,11 +251,9 @@ class NoiseMethod(ABC):
         return poison
 
     def _robustness(self, model: nn.Module | None, poison: Poison, train: ImageSet, ctx: Context) -> dict[str, Any]:
-        """Surrogate and noise robustness (analysis.robustness) at the surrogate's rho_a, timed separately."""
+        """Surrogate and noise robustness (benchmarks.robustness) at the surrogate's rho_a, timed separately."""
         if model is None:
             return {}
-        from analysis.robustness import DEFAULT_RADIUS, robustness
-
         start = time.perf_counter()
         radius = float(getattr(self.config, "adv_radius", 0.0)) or DEFAULT_RADIUS
         out = robustness(model, poison.apply(train), ctx, radius)

@@ -1,21 +1,28 @@
 """Results store: one JSON file per cell, written atomically; a run skips cells that are done.
 
-A cell is ``(dataset, preset, method + config hash, victim, defense, seed)``. Its path holds the
-config hash, so a changed hyperparameter makes a new cell instead of overwriting an old one.
+A cell is ``(dataset, preset, method + config hash, victim, defense, protocol hash, seed)``. The method
+hash covers the method's options and budget; the *protocol hash* covers everything else that decides the
+number: the victim's training recipe, the defense's configuration, the training and test slice sizes and
+the precision. Both are in the file name, so a changed hyperparameter anywhere makes a new cell instead
+of being mistaken for (or overwriting) an old one.
+
+Cells of schema 1 (before the protocol hash) are migrated in place by :func:`migrate`
+(``uebench migrate DIR``): the hash is computed from what each cell recorded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.io import atomic_write_text, check_writable
 
-SCHEMA = 1
+SCHEMA = 2
 log = logging.getLogger(__name__)
 REQUIRED = {
     "schema": int,
@@ -23,13 +30,30 @@ REQUIRED = {
     "dataset": str,
     "preset": str,
     "method": str,
+    "method_hash": str,
     "victim": str,
     "defense": str,
+    "protocol_hash": str,
     "seed": int,
     "status": str,
     "metrics": dict,
     "env": dict,
 }
+
+
+def protocol_hash(
+    recipe: Mapping[str, Any], defense_cfg: Mapping[str, Any], train_size: int, test_size: int, precision: str
+) -> str:
+    """8 hex digits of everything besides the method that decides a cell's number (JSON-equal inputs agree:
+    a recipe's tuples hash like the lists a stored cell holds)."""
+    data = {
+        "recipe": recipe,
+        "defense": defense_cfg,
+        "train_size": train_size,
+        "test_size": test_size,
+        "precision": precision,
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)
@@ -42,14 +66,21 @@ class CellKey:
     method_hash: str
     victim: str
     defense: str
+    protocol_hash: str
     seed: int
 
     @property
     def cell_id(self) -> str:
-        return f"{self.method}-{self.method_hash}__{self.victim}__{self.defense}__s{self.seed}"
+        return f"{self.method}-{self.method_hash}__{self.victim}__{self.defense}-{self.protocol_hash}__s{self.seed}"
 
     def relpath(self) -> Path:
         return Path(self.dataset) / self.preset / f"{self.cell_id}.json"
+
+    @classmethod
+    def of(cls, record: Mapping[str, Any]) -> CellKey:
+        """The key a (schema 2) record was stored under."""
+        return cls(*(record[f] for f in ("dataset", "preset", "method", "method_hash", "victim", "defense")),
+                   record["protocol_hash"], record["seed"])  # fmt: skip
 
 
 def validate_cell(record: Any) -> list[str]:
@@ -105,7 +136,7 @@ class ResultStore:
         return record is not None and record["status"] == "ok"
 
     def write(self, key: CellKey, record: dict[str, Any]) -> Path:
-        record = {"schema": SCHEMA, "cell_id": key.cell_id, **record}
+        record = {**record, **asdict(key), "schema": SCHEMA, "cell_id": key.cell_id}
         problems = validate_cell(record)
         if problems:
             raise ValueError(f"refusing to write an invalid cell {key.cell_id}: {'; '.join(problems)}")
@@ -119,3 +150,58 @@ class ResultStore:
             record = self._read(path)
             if record is not None:
                 yield record
+
+    def old_cells(self) -> list[Path]:
+        """Cells of an earlier schema under the root (to migrate with :func:`migrate`)."""
+        old = []
+        for path in sorted(self.root.rglob("*.json")):
+            try:
+                schema = json.loads(path.read_text()).get("schema")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(schema, int) and schema < SCHEMA:
+                old.append(path)
+        return old
+
+
+def _precision_of(record: Mapping[str, Any]) -> str:
+    """The precision a schema-1 cell ran at: recorded in ``env.numerics``, else what the device implied then
+    (bf16 autocast on CUDA, fp32 elsewhere)."""
+    env = record.get("env") or {}
+    recorded = (env.get("numerics") or {}).get("precision")
+    if recorded:
+        return str(recorded)
+    return "fp32" if str(env.get("device", "cpu")).startswith("cpu") else "bf16-autocast"
+
+
+def migrate(root: Path) -> list[tuple[Path, Path]]:
+    """Rewrite every schema-1 cell under ``root`` as schema 2 (protocol hash added, file renamed).
+
+    Each new file is written atomically before the old one is removed; a cell whose new path exists already
+    is left alone (reported). Returns the ``(old, new)`` paths moved.
+    """
+    store = ResultStore(root)
+    moved = []
+    for path in store.old_cells():
+        record = json.loads(path.read_text())
+        try:
+            record["protocol_hash"] = protocol_hash(
+                record["recipe"],
+                record["defense_cfg"],
+                record["train_size"],
+                record["test_size"],
+                _precision_of(record),
+            )
+        except KeyError as err:
+            log.warning("not migrating %s: it lacks %s", path, err)
+            continue
+        key = CellKey.of(record)
+        record = {k: v for k, v in record.items() if k not in ("schema", "cell_id")}
+        target = store.path(key)
+        if target.exists():
+            log.warning("not migrating %s: %s exists", path, target)
+            continue
+        store.write(key, record)
+        path.unlink()
+        moved.append((path, target))
+    return moved

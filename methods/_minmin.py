@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from benchmarks import augment
+from benchmarks.models import create_victim
 from benchmarks.noise import Meter, quantize
 from benchmarks.pgd import eval_mode, pgd_optimize, uniform_like
-from benchmarks.registry import VICTIMS
 from benchmarks.train import TrainRecipe, adversarial_loss, batches, make_optimizer, sgd_step
 from benchmarks.types import Budget, Context, ImageSet
 
@@ -80,7 +80,7 @@ class MinMinConfig:
 def build_surrogate(cfg: MinMinConfig, train: ImageSet, ctx: Context, tag: str) -> nn.Module:
     """A freshly initialised surrogate (seeded from ``ctx`` and ``tag``) on the device."""
     ctx.manual_seed(tag, "surrogate")
-    return ctx.prepare(VICTIMS.get(cfg.surrogate)(train.num_classes, train.shape[0]))
+    return ctx.prepare(create_victim(cfg.surrogate, train.num_classes, train.shape[0]))
 
 
 def noise_update(

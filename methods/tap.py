@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from benchmarks import augment
 from benchmarks.data import stratified_head
+from benchmarks.models import create_victim
 from benchmarks.noise import Meter, NoiseMethod
 from benchmarks.pgd import box_projection, eval_mode, pgd_optimize, uniform_like
-from benchmarks.registry import DEFENSES, METHODS, VICTIMS
+from benchmarks.registry import DEFENSES, METHODS
 from benchmarks.train import TrainRecipe, evaluate, fit
 from benchmarks.types import Budget, Context, ImageSet
 
@@ -89,7 +90,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
         """The clean surrogate: loaded from ``checkpoint``, or trained on the clean set (cost counted in ``meter``)."""
         cfg = self.config
         ctx.manual_seed(self.name, "surrogate")
-        model = ctx.prepare(VICTIMS.get(cfg.surrogate)(train.num_classes, train.shape[0]))
+        model = ctx.prepare(create_victim(cfg.surrogate, train.num_classes, train.shape[0]))
         probe = stratified_head(train, min(len(train), 1000))
         if cfg.checkpoint is not None:
             path = Path(cfg.checkpoint)

@@ -26,12 +26,14 @@ def write_cell(
     device: str = "cpu (2 threads)",
     recipe: str = "smoke-300",
     env: dict[str, Any] | None = None,
+    protocol_hash: str = "0000abcd",
 ) -> Path:
     """Write one valid cell the way ``benchmarks.run`` does and return its path."""
-    key = CellKey(dataset, preset, method, method_hash, victim, defense, seed)
+    key = CellKey(dataset, preset, method, method_hash, victim, defense, protocol_hash, seed)
     ok = status == "ok"
     record: dict[str, Any] = {
         **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
+        "protocol_hash": protocol_hash,
         "method_cfg": method_cfg if method_cfg is not None else {},
         "budget": {"norm": "linf", "radius": 8.0},
         "recipe": {"name": recipe, "steps": 300},

@@ -16,6 +16,8 @@ from scipy import stats
 
 from analysis import correlation, gallery, speed
 from benchmarks import run as runner
+from benchmarks.plan import load_data, make_plan
+from benchmarks.poisons import get_poison
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -211,10 +213,11 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 def test_gallery_cli_reads_the_runners_cache_and_noise_files(tmp_path, capsys) -> None:
     cache, out = tmp_path / "cache", tmp_path / "fig" / "gallery.png"
     run_args = ["--dataset", "synthetic", "--preset", "tiny", "--methods", "random", "--no-clean"]
-    plan = runner.make_plan(runner.build_parser().parse_args([*run_args, "--cache-dir", str(cache)]))
-    train, _ = runner.load_data(plan.protocol, None, False)
-    method = plan.methods["random"]
-    runner.get_poison(method, train, plan.radius, plan.protocol.dataset, plan.cache, plan.ctx, 0)  # fills the cache
+    plan = make_plan(runner.spec_from_args(runner.build_parser().parse_args([*run_args, "--cache-dir", str(cache)])))
+    train, _ = load_data(plan)
+    method = plan.variants["random"]
+    budget = method.budget(train.shape, plan.radius)
+    get_poison(method, train, budget, plan.protocol.dataset, plan.cache, plan.ctx, 0)  # fills the cache
     (cached,) = (cache / "synthetic").iterdir()
     stamp = cached.stat().st_mtime_ns
     patch = np.zeros((train.num_classes, *train.shape), dtype=np.int8)  # class-wise noise from a file

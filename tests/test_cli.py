@@ -42,7 +42,7 @@ def _run(tmp_path: Path, *args: str) -> int:
         (["--set", "tap.augment=bogus", "--methods", "tap"], "expected one of"),
         (["--set", "em.surrogate=nosuch", "--methods", "em"], "unknown surrogate 'nosuch'; accepted:"),
         (["--set", "sem.surrogate=nosuch", "--methods", "sem"], "unknown surrogate 'nosuch'"),
-        (["--set", "em-cw.surrogate=timm/resnet18", "--methods", "em-cw"], "unknown surrogate"),
+        (["--set", "em-cw.surrogate=timm/not_a_model", "--methods", "em-cw"], "is not a timm model"),
         (["--device", "tpu"], "--device must be"),
         (["--device", "cuda:0"], "CUDA is not available"),
         (["--bogus-flag"], "unrecognized arguments"),
@@ -97,25 +97,45 @@ def test_campaign_writes_cells_prints_matrix_and_resumes(tmp_path, capsys) -> No
 
 
 @pytest.mark.parametrize(
-    ("field", "value", "expect"),
-    [
-        ("recipe", {"name": "older-recipe"}, "recipe"),
-        ("defense_cfg", {"name": "none", "pad": 2}, "defense_cfg"),
-        ("train_size", 999, "train_size 999 != 256"),
-    ],
+    "change",
+    [{"recipe": {"eval_every": 5}}, {"defenses": {"at<k>": {"steps": 2}}}, {"train_size": 128}],
+    ids=["recipe", "defense-options", "slice"],
 )
-def test_cells_of_another_protocol_are_refused_not_reused(tmp_path, capsys, field, value, expect) -> None:
-    args = [*FAST, "--methods", "random", "--defense", "none"]
+def test_a_cell_of_another_protocol_is_a_new_cell(tmp_path, capsys, monkeypatch, change) -> None:
+    """The protocol hash (recipe, defense options, slice sizes, precision) is part of the cell's key: a changed
+    preset measures new cells and never mistakes the old ones for them (which stay, under their own key)."""
+    from dataclasses import replace
+
+    from benchmarks.registry import PRESETS
+
+    args = [*FAST, "--methods", "random", "--defense", "at1"]
     assert _run(tmp_path, *args) == 0
-    cell = next((tmp_path / "res" / "synthetic" / "tiny").glob("random-*.json"))
-    record = json.loads(cell.read_text())
-    record[field] = value  # as if a preset's recipe, slice or defense options changed since it was measured
-    cell.write_text(json.dumps(record))
+    before = {p.name for p in (tmp_path / "res").rglob("*.json")}
+    tiny = PRESETS.get("tiny")
+
+    def changed(dataset: str):
+        protocol = tiny(dataset)
+        if "recipe" in change:
+            return replace(protocol, recipe=replace(protocol.recipe, **change["recipe"]))
+        if "defenses" in change:
+            return replace(protocol, defenses=change["defenses"])
+        return replace(protocol, **change)
+
+    monkeypatch.setitem(PRESETS._items, "tiny", changed)
     capsys.readouterr()
-    assert _run(tmp_path, *args) == 2
-    err = capsys.readouterr().err
-    assert "measured under a different protocol" in err and expect in err and cell.name in err
-    assert json.loads(cell.read_text()) == record  # reported, not overwritten
+    assert _run(tmp_path, *args) == 0
+    assert capsys.readouterr().out.count("test acc final") == 2, "both cells are measured anew"
+    after = {p.name for p in (tmp_path / "res").rglob("*.json")}
+    assert before < after and len(after) == 4
+    assert len({name.split("__")[2] for name in after}) == 2  # at1-<hash>: two protocol hashes
+
+
+def test_precision_is_part_of_the_key(tmp_path) -> None:
+    args = [*FAST, "--methods", "random", "--no-clean", "--defense", "none"]
+    assert _run(tmp_path, *args, "--precision", "fp32") == 0
+    assert _run(tmp_path, *args, "--precision", "auto") == 0  # on the CPU auto is fp32: the same cell
+    cells = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
+    assert len(cells) == 1 and cells[0]["env"]["numerics"]["precision"] == "fp32"
 
 
 def test_sweep_makes_one_poison_variant_per_value(tmp_path: Path, capsys) -> None:
@@ -179,7 +199,7 @@ def test_a_failing_generation_is_an_error_row_and_the_campaign_goes_on(tmp_path,
 
 def test_a_failing_cell_is_an_error_row(tmp_path, capsys, monkeypatch) -> None:
     """Any exception while training one victim (not only divergence or OOM) is that cell's error row."""
-    import benchmarks.run as run_module
+    import benchmarks.cells as run_module
 
     real = run_module.fit
 

@@ -18,11 +18,11 @@ from benchmarks import run as runner
 from benchmarks.data import make_synthetic
 from benchmarks.env import device_name
 from benchmarks.matrix import load_records
+from benchmarks.models import create_victim
 from benchmarks.registry import METHODS, PRESETS
 from benchmarks.train import Defense, TrainRecipe, fit
 from benchmarks.types import Budget, Context, ImageSet
 from methods._minmin import start_alternation
-from victims.archs import build_victim
 
 pytestmark = [pytest.mark.gpu, pytest.mark.timeout(90)]  # a hung test fails; the tier goes on
 
@@ -89,7 +89,7 @@ def test_fit_on_the_device_learns_in_fp32_and_bf16_autocast(
     train, test = synthetic
     ctx = Context(gpu_device, amp=amp, progress=False)
     ctx.manual_seed("gpu-fit")
-    model = build_victim("tiny_cnn", train.num_classes, train.shape[0])
+    model = create_victim("tiny_cnn", train.num_classes, train.shape[0])
     recipe = TrainRecipe("gpu-fit", steps=40, batch_size=32, lr=0.05, schedule="cosine", augment="none", eval_every=20)
     result = fit(model, train, test, Defense(), recipe, ctx)
     assert result.final_acc > 0.9, result.curve

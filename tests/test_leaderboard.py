@@ -71,7 +71,7 @@ def test_errors_listed_not_ranked(tmp_path, cells) -> None:
     md = (tmp_path / "out" / "LB.md").read_text()
     assert "sc" not in [r[1] for r in _section(md, "at4")]
     failed = md.split("## Failed cells (1)", 1)[1]
-    assert "sc-5c000000__tiny_cnn__at4__s0" in failed and "NonFiniteLossError" in failed
+    assert "sc-5c000000__tiny_cnn__at4-0000abcd__s0" in failed and "NonFiniteLossError" in failed
     assert md.index("defense none") < md.index("defense at4") < md.index("Failed cells")
 
 

@@ -12,6 +12,7 @@ import torch
 from torchvision.io import write_png
 
 from benchmarks import run as runner
+from benchmarks.data import load_dataset, stratified_head
 from benchmarks.noisefile import FileNoise, NoiseFileError, png_files
 from benchmarks.registry import PRESETS
 from benchmarks.types import Budget, ImageSet
@@ -25,7 +26,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def train() -> ImageSet:
     """The training slice a ``--dataset synthetic --preset tiny`` run uses."""
-    return runner.load_data(PRESETS.get("tiny")("synthetic"), None, False)[0]
+    protocol = PRESETS.get("tiny")("synthetic")
+    return stratified_head(load_dataset("synthetic")[0], protocol.train_size)
 
 
 def _delta(train: ImageSet, radius: int = 8, seed: int = 1) -> torch.Tensor:

@@ -18,6 +18,8 @@ import torch
 
 from benchmarks import run as runner
 from benchmarks.executors import LocalExecutor, RayExecutor, make_executor
+from benchmarks.plan import make_plan
+from benchmarks.store import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
 # 2 methods x 1 defense x 1 seed; radius 32 so that sc's shortcut shows in the accuracies (not all 100 %)
@@ -88,13 +90,13 @@ def test_ray_campaign_equals_local_and_resumes(tmp_path: Path, ray_local, capsys
 
 def test_interrupt_cancels_the_tasks_and_keeps_finished_cells(tmp_path: Path, ray_local, capsys, monkeypatch) -> None:
     """Ctrl-C while cells are out on a Ray this run only joined: pending tasks are cancelled, Ray lives on."""
-    real_write = runner.ResultStore.write
+    real_write = ResultStore.write
 
     def write(self, key, record):
         real_write(self, key, record)
         raise KeyboardInterrupt  # right after the first cell is stored
 
-    monkeypatch.setattr(runner.ResultStore, "write", write)
+    monkeypatch.setattr(ResultStore, "write", write)
     args = [*ARGS, "--methods", "random", "sc", "--defense", "none", "cutout", "--executor", "ray"]
     assert runner.main([*args, *_dirs(tmp_path)]) == 130
     assert "uebench: interrupted by SIGINT" in capsys.readouterr().err
@@ -105,7 +107,7 @@ def test_interrupt_cancels_the_tasks_and_keeps_finished_cells(tmp_path: Path, ra
 
 def test_task_resources(ray_local) -> None:
     args = runner.build_parser().parse_args([*ARGS, "--executor", "ray", "--ray-cpus", "2"])
-    plan = runner.make_plan(args)
+    plan = make_plan(runner.spec_from_args(args))
     executor = make_executor(args.executor, args.ray_address, args.ray_cpus, args.ray_gpus)
     assert isinstance(executor, RayExecutor)
     executor.connect(plan, "auto")

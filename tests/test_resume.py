@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import interrupts, store
+from benchmarks import executors, interrupts, store
 from benchmarks import io as uio
 from benchmarks import run as runner
 
@@ -132,7 +132,7 @@ def test_sigint_exits_cleanly_and_rerun_completes(tmp_path, reference, capsys) -
 def test_sigterm_in_the_middle_of_a_write_exits_143_and_rerun_completes(tmp_path, reference, capsys, monkeypatch):
     """SIGTERM (a scheduler's stop) while the second cell's file is half written: the write finishes, then the run
     stops; no torn file, no temp file."""
-    real_train = runner.train_cell
+    real_train = executors.train_cell
     calls = []
 
     def train_cell(*args, **kwargs):
@@ -148,7 +148,7 @@ def test_sigterm_in_the_middle_of_a_write_exits_143_and_rerun_completes(tmp_path
 
         uio.atomic_write(path, write)
 
-    monkeypatch.setattr(runner, "train_cell", train_cell)
+    monkeypatch.setattr(executors, "train_cell", train_cell)
     monkeypatch.setattr(store, "atomic_write_text", atomic_write_text)
     previous = signal.getsignal(signal.SIGTERM)
     assert runner.main([*ARGS, *_dirs(tmp_path)]) == 143

@@ -1,13 +1,13 @@
-"""analysis.robustness on tiny data: an adversarially trained surrogate is the more robust one."""
+"""benchmarks.robustness on tiny data: an adversarially trained surrogate is the more robust one."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from analysis.robustness import robustness
 from benchmarks.data import make_synthetic
 from benchmarks.registry import DEFENSES, METHODS, VICTIMS
+from benchmarks.robustness import robustness
 from benchmarks.train import TrainRecipe, fit
 from benchmarks.types import Budget, Context
 

@@ -24,7 +24,7 @@ from benchmarks.types import Budget, ImageSet, Poison
 
 @pytest.fixture
 def key() -> CellKey:
-    return CellKey("synthetic", "smoke", "em", "abcd1234", "tiny_cnn", "none", 0)
+    return CellKey("synthetic", "smoke", "em", "abcd1234", "tiny_cnn", "none", "0000abcd", 0)
 
 
 def _record(**overrides: Any) -> dict[str, Any]:
@@ -32,8 +32,10 @@ def _record(**overrides: Any) -> dict[str, Any]:
         "dataset": "synthetic",
         "preset": "smoke",
         "method": "em",
+        "method_hash": "abcd1234",
         "victim": "tiny_cnn",
         "defense": "none",
+        "protocol_hash": "0000abcd",
         "seed": 0,
         "status": "ok",
         "metrics": {"final_acc": 0.5, "peak_acc": 0.75},
@@ -63,8 +65,9 @@ def poison(data: ImageSet) -> Poison:
 
 
 def test_cell_key_paths(key: CellKey, tmp_path: Path) -> None:
-    assert key.cell_id == "em-abcd1234__tiny_cnn__none__s0"
-    assert ResultStore(tmp_path).path(key) == tmp_path / "synthetic" / "smoke" / "em-abcd1234__tiny_cnn__none__s0.json"
+    assert key.cell_id == "em-abcd1234__tiny_cnn__none-0000abcd__s0"
+    expect = tmp_path / "synthetic" / "smoke" / "em-abcd1234__tiny_cnn__none-0000abcd__s0.json"
+    assert ResultStore(tmp_path).path(key) == expect
 
 
 def test_store_round_trip(key: CellKey, tmp_path: Path) -> None:
@@ -123,7 +126,7 @@ def test_store_truncated_valid_file_counts_as_absent(key: CellKey, tmp_path: Pat
 @pytest.mark.parametrize(
     "change",
     [
-        {"schema": 2},
+        {"schema": 1},
         {"schema": "1"},
         {"seed": "0"},
         {"metrics": {"final_acc": "0.5", "peak_acc": 0.5}},
@@ -170,11 +173,12 @@ def test_store_non_dict_metrics_counts_as_absent(key: CellKey, tmp_path: Path, m
         {"metrics": {"final_acc": -0.1, "peak_acc": 0.5}},
         {"metrics": {"final_acc": 0.5, "peak_acc": float("nan")}},
         {"metrics": {"final_acc": 1, "peak_acc": 0.5}},  # int, not float
-        {"seed": "0"},
+        {"status": 1},  # the key's own fields are taken from the key
         {"env": []},
     ],
 )
 def test_store_write_refuses_invalid_record(key: CellKey, tmp_path: Path, change: dict[str, Any]) -> None:
+    """Invalid metrics, status or env are refused; the key's coordinates always come from the key."""
     store = ResultStore(tmp_path)
     with pytest.raises(ValueError, match="refusing to write"):
         store.write(key, _record(**change))
@@ -198,7 +202,7 @@ def test_validate_cell() -> None:
 
 def test_store_records_yields_only_valid(tmp_path: Path, caplog) -> None:
     store = ResultStore(tmp_path)
-    keys = [CellKey("synthetic", "smoke", "em", "h", "tiny_cnn", d, 0) for d in ("none", "at4", "jpeg10")]
+    keys = [CellKey("synthetic", "smoke", "em", "h", "tiny_cnn", d, "0000abcd", 0) for d in ("none", "at4", "jpeg10")]
     for k in keys:
         store.write(k, _record(defense=k.defense))
     store.path(keys[1]).write_text("{ broken")

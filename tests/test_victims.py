@@ -1,4 +1,4 @@
-"""Tests for victims.archs: shapes, CIFAR stems, normalisation, timm registration and name handling."""
+"""The one model factory (benchmarks.models) and victims.archs: shapes, CIFAR stems, normalisation, names."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import timm
 import torch
 from torch import nn
 
+from benchmarks.models import Normalize, victim_exists
+from benchmarks.models import create_victim as build_victim
 from benchmarks.registry import VICTIMS, UnknownNameError
-from victims.archs import Normalize, build_victim, victim_exists
+from victims.archs import resnet18_cifar, resnet50_cifar, wrn34_10_cifar
 
 LARGE = ("vgg16_bn", "resnet50", "densenet121")
 
@@ -48,15 +50,15 @@ def test_28x28_input(name: str) -> None:
 
 
 def test_small_wrn() -> None:
-    net = timm.create_model("wrn34_10_cifar", depth=10, widen_factor=1, num_classes=5, in_chans=1)
+    net = wrn34_10_cifar(num_classes=5, in_chans=1, depth=10, widen_factor=1)
     assert _logits(net, 1).shape == (2, 5)
     assert _logits(net, 1, size=16).shape == (2, 5)
     with pytest.raises(ValueError):
-        timm.create_model("wrn34_10_cifar", depth=11)
+        wrn34_10_cifar(depth=11)
 
 
 def test_resnet18_cifar_stem() -> None:
-    net = timm.create_model("resnet18_cifar", num_classes=10, in_chans=3)
+    net = resnet18_cifar(num_classes=10, in_chans=3)
     assert net.conv1.kernel_size == (3, 3) and net.conv1.stride == (1, 1) and net.conv1.bias is None
     assert isinstance(net.maxpool, nn.Identity)
     assert sum(p.numel() for p in net.parameters()) == 11_173_962  # kuangliu ResNet-18
@@ -64,7 +66,7 @@ def test_resnet18_cifar_stem() -> None:
 
 
 def test_resnet50_cifar_stem() -> None:
-    net = timm.create_model("resnet50_cifar", num_classes=10, in_chans=1)
+    net = resnet50_cifar(num_classes=10, in_chans=1)
     assert net.conv1.in_channels == 1 and net.conv1.stride == (1, 1) and isinstance(net.maxpool, nn.Identity)
 
 
@@ -77,13 +79,22 @@ def test_normalize_matches_shifted_input() -> None:
     assert torch.allclose(norm(torch.ones(1, 3, 2, 2))[0, :, 0, 0], torch.tensor([0.9, 0.4, 0.175]))
 
 
-def test_timm_registration() -> None:
+def test_the_architectures_stay_out_of_timms_registry() -> None:
+    """Importing uebench leaves timm.list_models() as it was; VICTIMS is the namespace of these models."""
     for name in ("resnet18_cifar", "resnet50_cifar", "vgg16_bn_cifar", "wrn34_10_cifar", "tiny_cnn"):
-        assert timm.is_model(name)
-    net = timm.create_model("tiny_cnn", num_classes=3, in_chans=1)
-    assert _logits(net, 1).shape == (2, 3)
-    with pytest.raises(ValueError):
-        timm.create_model("tiny_cnn", pretrained=True)
+        assert not timm.is_model(name)
+
+
+def test_surrogates_come_from_the_same_factory() -> None:
+    """``surrogate=timm/<model>`` works wherever ``--victims timm/<model>`` does."""
+    from benchmarks.data import make_synthetic
+    from benchmarks.registry import METHODS
+    from benchmarks.types import Budget, Context
+
+    train, _ = make_synthetic(n_train=16, n_test=4, num_classes=2, shape=(3, 16, 16))
+    em = METHODS.get("em")(surrogate="timm/resnet10t", steps=1, batch_size=8, noise_steps=1, augment="none")
+    poison = em.generate(train, Budget("linf", 8.0), Context(progress=False))
+    assert poison.delta.dtype == torch.int8 and poison.stats["steps"] == 1
 
 
 def test_build_timm_model() -> None:

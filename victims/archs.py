@@ -1,82 +1,49 @@
-"""Victim architectures: CIFAR-stem networks registered with timm, and the ``VICTIMS`` factories.
+"""Victim architectures: CIFAR-stem networks, a tiny CNN, and their ``VICTIMS`` factories.
 
-Every victim takes float input in [0, 1] of shape (N, C, H, W) and normalises inside with mean 0.5 and
-std 1.0, as the REM/SEM reference code does. ``build_victim`` accepts a registered name or
-``timm/<any timm model name>``.
+The factories return the normalised model (:func:`benchmarks.models.normalized`); build any victim or
+surrogate with :func:`benchmarks.models.create_victim`, which also takes ``timm/<any timm model name>``.
+These architectures are *not* added to timm's global model registry: importing uebench leaves
+``timm.list_models()`` as it was, and the ``VICTIMS`` registry is their one namespace.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import timm
 import torch
-from timm.models import register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import nn
 
-from benchmarks.registry import VICTIMS, UnknownNameError
+from benchmarks.models import normalized
+from benchmarks.registry import VICTIMS
 
-__all__ = ["Normalize", "WideResNet", "build_victim", "victim_exists"]
-
-# Keyword arguments timm.create_model passes to every entrypoint that these models do not use.
-_TIMM_ONLY = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "pretrained_model_args")
+__all__ = ["WideResNet", "resnet18_cifar", "resnet50_cifar", "tiny_cnn", "vgg16_bn_cifar", "wrn34_10_cifar"]
 
 
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` with scalar or per-channel constants stored as buffers."""
-
-    def __init__(self, mean: float | tuple[float, ...] = 0.5, std: float | tuple[float, ...] = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1))
-        self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def _finish(model: nn.Module, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
-    """Refuse pretrained weights, then apply timm's optional ``device``/``dtype`` arguments."""
-    if pretrained:
-        raise ValueError(f"{type(model).__name__}: no pretrained weights exist for the CIFAR-stem variants")
-    device, dtype = kwargs.get("device"), kwargs.get("dtype")
-    return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
-
-
-def _strip(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``kwargs`` without timm's bookkeeping entries."""
-    return {k: v for k, v in kwargs.items() if k not in _TIMM_ONLY}
-
-
-def _cifar_resnet(block: type[nn.Module], layers: tuple[int, ...], pretrained: bool, **kwargs: Any) -> ResNet:
+def _cifar_resnet(block: type[nn.Module], layers: tuple[int, ...], num_classes: int, in_chans: int) -> ResNet:
     """timm ResNet with the kuangliu/REM CIFAR stem: 3x3 stride-1 conv, no max-pool."""
-    kwargs = _strip(kwargs)
-    kwargs.setdefault("num_classes", 10)
-    kwargs.setdefault("zero_init_last", False)  # kuangliu keeps PyTorch's default BN init
-    model = ResNet(block, layers, **kwargs)
-    model.conv1 = nn.Conv2d(kwargs.get("in_chans", 3), 64, 3, stride=1, padding=1, bias=False)
+    # zero_init_last=False: kuangliu keeps PyTorch's default BN init
+    model = ResNet(block, layers, num_classes=num_classes, in_chans=in_chans, zero_init_last=False)
+    model.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
-    return _finish(model, pretrained, kwargs)
+    return model
 
 
-@register_model
-def resnet18_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
+def resnet18_cifar(num_classes: int = 10, in_chans: int = 3) -> ResNet:
     """ResNet-18 (BasicBlock [2, 2, 2, 2]) with the CIFAR stem."""
-    return _cifar_resnet(BasicBlock, (2, 2, 2, 2), pretrained, **kwargs)
+    return _cifar_resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans)
 
 
-@register_model
-def resnet50_cifar(pretrained: bool = False, **kwargs: Any) -> ResNet:
+def resnet50_cifar(num_classes: int = 10, in_chans: int = 3) -> ResNet:
     """ResNet-50 (Bottleneck [3, 4, 6, 3]) with the CIFAR stem."""
-    return _cifar_resnet(Bottleneck, (3, 4, 6, 3), pretrained, **kwargs)
+    return _cifar_resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_chans)
 
 
 _VGG16 = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-@register_model
-def vgg16_bn_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def vgg16_bn_cifar(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     """VGG-16 with batch norm, global average pooling and the REM repository's 512-512 dropout MLP head."""
     layers: list[nn.Module] = []
     chans = in_chans
@@ -90,7 +57,7 @@ def vgg16_bn_cifar(pretrained: bool = False, num_classes: int = 10, in_chans: in
     model = nn.Sequential(
         *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), *head, nn.ReLU(inplace=True), nn.Linear(512, num_classes)
     )
-    return _finish(model, pretrained, _strip(kwargs))
+    return model
 
 
 class _WideBlock(nn.Module):
@@ -163,18 +130,14 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.relu(self.bn1(out))), 1))
 
 
-@register_model
-def wrn34_10_cifar(pretrained: bool = False, **kwargs: Any) -> WideResNet:
+def wrn34_10_cifar(num_classes: int = 10, in_chans: int = 3, depth: int = 34, widen_factor: int = 10) -> WideResNet:
     """Wide-ResNet-34-10; ``depth`` and ``widen_factor`` may be overridden (e.g. for tests)."""
-    kwargs = _strip(kwargs)
-    extra = {k: kwargs.pop(k) for k in ("device", "dtype") if k in kwargs}
-    return _finish(WideResNet(**kwargs), pretrained, extra)
+    return WideResNet(depth, widen_factor, num_classes, in_chans)
 
 
-@register_model
-def tiny_cnn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3, **kwargs: Any) -> nn.Module:
+def tiny_cnn(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     """Two strided convolutions and a linear layer, for tests and CPU smoke runs."""
-    model = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2d(in_chans, 32, 5, stride=2, padding=2),
         nn.BatchNorm2d(32),
         nn.ReLU(inplace=True),
@@ -185,63 +148,30 @@ def tiny_cnn(pretrained: bool = False, num_classes: int = 10, in_chans: int = 3,
         nn.Flatten(),
         nn.Linear(64 * 16, num_classes),
     )
-    return _finish(model, pretrained, _strip(kwargs))
 
 
-def _timm_victim(model_name: str) -> Callable[[int, int], nn.Module]:
-    """Factory ``(num_classes, in_chans) -> Normalize + timm.create_model(model_name)``."""
+def _densenet121(num_classes: int, in_chans: int) -> nn.Module:
+    """DenseNet-121 from timm, with its ImageNet stem (as the reference keeps it)."""
+    return timm.create_model("densenet121", pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+def _factory(arch: Callable[[int, int], nn.Module], name: str) -> Callable[[int, int], nn.Module]:
+    """``(num_classes, in_chans) -> normalised arch``, registered as the victim ``name``."""
 
     def factory(num_classes: int, in_chans: int) -> nn.Module:
-        net = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
-        return nn.Sequential(Normalize(mean=0.5, std=1.0), net)
+        return normalized(arch(num_classes, in_chans))
 
-    factory.__name__ = factory.__qualname__ = f"build_{model_name}"
-    factory.__doc__ = f"Normalised timm ``{model_name}`` victim."
+    factory.__name__ = factory.__qualname__ = f"build_{name}"
+    factory.__doc__ = f"Normalised ``{name}`` victim: {(arch.__doc__ or '').splitlines()[0]}"
     return factory
 
 
-for _name, _timm_name in {
-    "resnet18": "resnet18_cifar",
-    "resnet50": "resnet50_cifar",
-    "vgg16_bn": "vgg16_bn_cifar",
-    "wrn34_10": "wrn34_10_cifar",
-    "densenet121": "densenet121",  # the reference keeps the ImageNet stem
-    "tiny_cnn": "tiny_cnn",
+for _name, _arch in {
+    "resnet18": resnet18_cifar,
+    "resnet50": resnet50_cifar,
+    "vgg16_bn": vgg16_bn_cifar,
+    "wrn34_10": wrn34_10_cifar,
+    "densenet121": _densenet121,
+    "tiny_cnn": tiny_cnn,
 }.items():
-    VICTIMS.register(_name)(_timm_victim(_timm_name))
-
-
-def build_victim(name: str, num_classes: int, in_chans: int) -> nn.Module:
-    """The normalised victim model for a registered name or ``timm/<timm model name>``.
-
-    Args:
-        name: A ``VICTIMS`` name (``resnet18``, ...) or ``timm/<x>`` for any timm model ``x``.
-        num_classes: Number of logits.
-        in_chans: Input channels.
-
-    Returns:
-        A module mapping [0, 1] images (N, in_chans, H, W) to (N, num_classes) logits.
-
-    Raises:
-        UnknownNameError: ``name`` is neither registered nor a timm model.
-    """
-    if name.startswith("timm/"):
-        model_name = name[len("timm/") :]
-        if not timm.is_model(model_name):
-            raise UnknownNameError(
-                f"victim {name!r}: {model_name!r} is not a timm model (see timm.list_models()); "
-                f"accepted: {', '.join(VICTIMS.accepted())}, timm/<timm model name>"
-            )
-        return _timm_victim(model_name)(num_classes, in_chans)
-    try:
-        factory = VICTIMS.get(name)
-    except UnknownNameError as err:
-        raise UnknownNameError(f"{err}, timm/<timm model name>") from None
-    return factory(num_classes, in_chans)
-
-
-def victim_exists(name: str) -> bool:
-    """Whether ``build_victim`` accepts ``name`` (without building it)."""
-    if name.startswith("timm/"):
-        return bool(timm.is_model(name[len("timm/") :]))
-    return name in VICTIMS
+    VICTIMS.register(_name)(_factory(_arch, _name))

@@ -1,0 +1,72 @@
+"""One cell: train a victim on the protected set under a defense and return its results record.
+
+Runs anywhere (this process or a Ray task) and writes nothing: the driver stores the record.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from benchmarks.env import environment
+from benchmarks.models import create_victim
+from benchmarks.plan import Job, Plan
+from benchmarks.poisons import GenerationFailure
+from benchmarks.store import CellKey
+from benchmarks.train import NonFiniteLossError, fit
+from benchmarks.types import ImageSet, Poison, derive_seed
+
+log = logging.getLogger("uebench")
+
+
+def protect(poison: Poison | GenerationFailure, train: ImageSet) -> ImageSet | None:
+    """The protected training set a data owner would publish (None when the generation failed)."""
+    return poison.apply(train) if isinstance(poison, Poison) else None
+
+
+def train_cell(
+    plan: Plan, job: Job, key: CellKey, protected: ImageSet | None, test: ImageSet, poison: Poison | GenerationFailure
+) -> dict[str, Any]:
+    """Train the victim of cell ``key`` (one of ``job``'s) and return its record, status ``ok`` or ``error``.
+
+    A failed generation, and any exception while training (divergence, out of memory, a bug), give a
+    record with status ``error`` and the reason; the traceback is logged.
+    """
+    defense = plan.defenses[key.defense]
+    failed = isinstance(poison, GenerationFailure)
+    record: dict[str, Any] = {
+        "variant": job.label,
+        "method_cfg": asdict(plan.variants[job.label].config),
+        "budget": asdict(job.budget),
+        "defense_cfg": defense.config(),
+        "recipe": asdict(plan.protocol.recipe),
+        "train_size": poison.train_size if failed else len(protected),
+        "test_size": len(test),
+        # a cache entry written before the budget travelled with the job carries it in its stats
+        "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
+        "env": environment(plan.ctx.device, plan.ctx.precision),
+    }
+    if failed or protected is None:
+        return {**record, "status": "error", "error": poison.error if failed else "no protected set", "metrics": {}}
+    # Victim init, data order and augmentation depend on (seed, victim, defense) only, not on the
+    # method: every method is compared on the same random numbers (common random numbers).
+    ctx = plan.ctx.with_seed(derive_seed(key.seed, "victim", key.victim, key.defense))
+    try:
+        ctx.manual_seed()
+        model = create_victim(key.victim, protected.num_classes, protected.shape[0])
+        result = fit(model, protected, test, defense, plan.protocol.recipe, ctx, desc=key.cell_id)
+    except Exception as err:
+        if not isinstance(err, NonFiniteLossError | torch.cuda.OutOfMemoryError):
+            log.error("cell %s failed", key.cell_id, exc_info=True)
+        return {**record, "status": "error", "error": f"{type(err).__name__}: {err}", "metrics": {}}
+    metrics = {k: float(v) for k, v in result.as_dict().items() if k in ("final_acc", "peak_acc", "train_acc")}
+    return {
+        **record,
+        "status": "ok",
+        "metrics": {**metrics, "peak_step": result.peak_step},
+        "curve": result.curve,
+        "wall_s": {"train": result.wall_s, "generate": poison.stats.get("wall_s")},
+    }

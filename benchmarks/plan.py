@@ -1,0 +1,254 @@
+"""A validated campaign: :func:`make_plan` turns a :class:`~benchmarks.spec.CampaignSpec` into a :class:`Plan`,
+and :func:`jobs` lists the poisons to make and the cells each of them fills.
+
+Everything a user could get wrong is checked in :func:`make_plan`, before anything is read or written:
+names, method and defense options (typed, with their accepted values), victims and surrogates, seeds,
+budget, device and precision, executor options and the output directories.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cache import NoiseCache
+from benchmarks.data import load_dataset, stratified_head
+from benchmarks.errors import UsageError, check_resource, parse_device, parse_radius
+from benchmarks.models import check_victim
+from benchmarks.noise import NoiseMethod, config_hash
+from benchmarks.noisefile import FileNoise, NoiseFileError
+from benchmarks.presets import Protocol
+from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
+from benchmarks.spec import DEFAULT_METHODS, PRECISIONS, CampaignSpec
+from benchmarks.store import CellKey, ResultStore, protocol_hash
+from benchmarks.train import Defense
+from benchmarks.types import Budget, Context, ImageSet
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass
+class Plan:
+    """A validated campaign: nothing in it can fail for a reason the user could have fixed.
+
+    ``variants`` maps each poison variant's label (``sem``, or ``sem[sample_radius=2]`` in a sweep) to its
+    method; ``ctx`` may be settled by an executor (:meth:`benchmarks.executors.Executor.connect`).
+    """
+
+    spec: CampaignSpec
+    protocol: Protocol
+    variants: dict[str, NoiseMethod]
+    victims: list[str]
+    defenses: dict[str, Defense]
+    seeds: list[int]
+    radius: float
+    ctx: Context
+    store: ResultStore
+    cache: NoiseCache
+
+
+@dataclass(frozen=True)
+class Job:
+    """One poison of the campaign, ``(variant, seed)``, with its budget and its cells not finished yet."""
+
+    label: str  # the key of the variant in ``Plan.variants``
+    seed: int
+    budget: Budget
+    method_hash: str
+    cache_key: str | None  # the noise cache entry; None for a noise file (never cached)
+    cells: tuple[CellKey, ...]
+
+
+def method_key(method: NoiseMethod, budget: Budget) -> str:
+    """Hash of everything that determines the noise besides data and seed (a noise file: its sha256)."""
+    if isinstance(method, FileNoise):
+        return method.hash
+    return config_hash({"method": method.name, "config": asdict(method.config), "budget": asdict(budget)})
+
+
+def cache_key(method: NoiseMethod, mhash: str, fingerprint: str, seed: int) -> str | None:
+    """The noise cache entry of a poison (None for a noise file: never cached)."""
+    return None if isinstance(method, FileNoise) else f"{method.name}-{mhash}-{fingerprint}-s{seed}"
+
+
+def _variant_label(name: str, combo: Mapping[str, Any]) -> str:
+    return f"{name}[{','.join(f'{k}={v}' for k, v in combo.items())}]" if combo else name
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple | dict):
+        return all(_finite(v) for v in (value.values() if isinstance(value, dict) else value))
+    return True
+
+
+def _noise_files(paths: tuple[Path, ...]) -> dict[str, FileNoise]:
+    files: dict[str, FileNoise] = {}
+    for path in paths:
+        try:
+            method = FileNoise(path)
+        except NoiseFileError as err:
+            raise UsageError(str(err)) from None
+        other = files.get(method.name)
+        if other is not None and other.hash != method.hash:
+            raise UsageError(
+                f"--noise-file {other.path} and {path} have the same name {method.name!r} but different contents; "
+                "rename one"
+            )
+        files.setdefault(method.name, method)
+    return files
+
+
+def _check_executor(spec: CampaignSpec) -> None:
+    if spec.executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, got {spec.executor!r}")
+    ray_options = {"--ray-address": spec.ray_address, "--ray-cpus": spec.ray_cpus, "--ray-gpus": spec.ray_gpus}
+    for flag, value in ray_options.items():
+        if value is not None and spec.executor != "ray":
+            raise UsageError(f"{flag} needs --executor ray")
+    if spec.ray_address is not None and not spec.ray_address.strip():
+        raise UsageError("--ray-address must not be empty")
+    check_resource("--ray-cpus", spec.ray_cpus)
+    check_resource("--ray-gpus", spec.ray_gpus)
+
+
+def _combos(name: str, axes: Mapping[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Every combination of a method's sweep axes (one empty combination without a sweep)."""
+    for key, values in axes.items():
+        if not values or any(not _finite(v) for v in values):
+            raise UsageError(f"--sweep {name}.{key}: values must be non-empty and finite")
+        if len(set(map(str, values))) != len(values):
+            raise UsageError(f"--sweep {name}.{key}: repeated value")
+    keys = list(axes)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(axes[k] for k in keys))] or [{}]
+
+
+def _variants(spec: CampaignSpec, protocol: Protocol, names: list[str], files: dict[str, FileNoise]) -> dict:
+    for what, table in (("--set", spec.options), ("--sweep", spec.sweeps)):
+        for method, values in table.items():
+            if method not in names:
+                raise UsageError(f"{what} {method}.*: method {method!r} is not in --methods ({' '.join(names)})")
+            if method in files and values:
+                raise UsageError(f"{what} {method}.*: a noise file has no options")
+            if what == "--set" and not _finite(dict(values)):
+                raise UsageError(f"--set {method}.*: values must be finite (no NaN or infinity)")
+    variants: dict[str, NoiseMethod] = {}
+    try:
+        for name in names:
+            if name in files:
+                variants[name] = files[name]
+                continue
+            for combo in _combos(name, spec.sweeps.get(name, {})):
+                overrides = {**protocol.method_options(name), **spec.options.get(name, {}), **combo}
+                variants[_variant_label(name, combo)] = METHODS.get(name)(**overrides)
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    for label, method in variants.items():
+        surrogate = getattr(getattr(method, "config", None), "surrogate", None)
+        if surrogate is not None:
+            try:
+                check_victim(surrogate, "surrogate")
+            except UnknownNameError as err:
+                raise UsageError(f"{label}: {err}") from None
+    return variants
+
+
+def make_plan(spec: CampaignSpec) -> Plan:
+    """Resolve and check every field of ``spec``; raises :class:`UsageError`, reads and writes nothing."""
+    if spec.dataset not in DATASETS:
+        raise UsageError(f"unknown dataset {spec.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
+    if spec.methods is not None and not spec.methods and not spec.noise_files:
+        raise UsageError("--methods: give at least one method (or leave it out for the defaults)")
+    requested = list(spec.methods) if spec.methods is not None else ([] if spec.noise_files else list(DEFAULT_METHODS))
+    try:
+        protocol: Protocol = PRESETS.get(spec.preset)(spec.dataset)
+        names = METHODS.resolve(requested)
+        defense_names = DEFENSES.resolve(spec.defenses)
+        victims = list(spec.victims) or [protocol.victim]
+        for victim in victims:
+            check_victim(victim)
+    except UnknownNameError as err:
+        raise UsageError(str(err)) from None
+    if not spec.defenses:
+        raise UsageError("--defense: give at least one defense")
+    _check_executor(spec)
+    files = _noise_files(tuple(spec.noise_files))
+    names += list(files)
+    if spec.clean and "clean" not in names:
+        names.insert(0, "clean")
+    if not spec.seeds or any(
+        isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in spec.seeds
+    ):
+        raise UsageError(f"--seeds must be non-negative integers below 2^63, got {' '.join(map(str, spec.seeds))}")
+    variants = _variants(spec, protocol, names, files)
+    try:
+        defenses = {n: DEFENSES.get(n)(**protocol.defense_options(DEFENSES.template(n))) for n in defense_names}
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    radius = parse_radius(spec.radius, protocol.radius)
+    if spec.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec.precision!r}")
+    device = parse_device(spec.device, here=spec.executor == "local")
+    amp = None if spec.precision == "auto" else spec.precision == "bf16"
+    ctx = Context(device, amp=amp, progress=spec.progress)
+    for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
+        if "\x00" in str(directory):
+            raise UsageError(f"{what}: a path cannot contain a NUL byte: {str(directory)!r}")
+        try:
+            ResultStore(directory).check_writable()
+        except (OSError, ValueError) as err:  # PermissionError, a name too long, a NUL byte
+            raise UsageError(f"{what}: {err}") from None
+    return Plan(
+        spec, protocol, variants, victims, defenses, sorted(set(spec.seeds)), radius, ctx,
+        ResultStore(spec.results_dir), NoiseCache(spec.cache_dir),
+    )  # fmt: skip
+
+
+def load_data(plan: Plan) -> tuple[ImageSet, ImageSet]:
+    """The protocol's class-balanced slices of the data set (raises DatasetMissingError)."""
+    train, test = load_dataset(plan.protocol.dataset, plan.spec.data_root, plan.spec.download)
+    return stratified_head(train, plan.protocol.train_size), stratified_head(test, plan.protocol.test_size)
+
+
+def load_noise_files(plan: Plan, train: ImageSet) -> None:
+    """Read and check every noise file against the training slice; raises :class:`NoiseFileError`."""
+    for method in plan.variants.values():
+        if isinstance(method, FileNoise):
+            method.load(train, method.budget(train.shape, plan.radius))
+
+
+def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], list[Job]]:
+    """Every cell of the plan, and the jobs that fill the unfinished ones (seed-major, in variant order)."""
+    fingerprint = train.fingerprint()
+    recipe = asdict(plan.protocol.recipe)
+    protocols = {
+        name: protocol_hash(recipe, defense.config(), len(train), len(test), plan.ctx.precision)
+        for name, defense in plan.defenses.items()
+    }
+    keys: list[CellKey] = []
+    todo: list[Job] = []
+    for seed in plan.seeds:
+        for label, method in plan.variants.items():
+            budget = method.budget(train.shape, plan.radius)
+            mhash = method_key(method, budget)
+            p = plan.protocol
+            cells = [
+                CellKey(p.dataset, p.preset, method.name, mhash, v, d, protocols[d], seed)
+                for v in plan.victims
+                for d in plan.defenses
+            ]
+            keys.extend(cells)
+            open_cells = tuple(k for k in cells if not _finished(plan, k))
+            if open_cells:
+                todo.append(Job(label, seed, budget, mhash, cache_key(method, mhash, fingerprint, seed), open_cells))
+    return keys, todo
+
+
+def _finished(plan: Plan, key: CellKey) -> bool:
+    record = plan.store.load(key)
+    return record is not None and (record["status"] == "ok" or not plan.spec.retry_errors)

@@ -1,0 +1,75 @@
+"""What a campaign is, as one frozen value: :class:`CampaignSpec`.
+
+The CLI builds one from its flags; a notebook or script builds one directly::
+
+    from benchmarks.campaign import run_campaign
+    from benchmarks.spec import CampaignSpec
+
+    frame = run_campaign(CampaignSpec(methods=("sem", "rem"), defenses=("none", "at4"), seeds=(0, 1)))
+    frame.groupby(["method", "defense"])["final_acc"].mean()
+
+Nothing here is checked: :func:`benchmarks.plan.make_plan` validates every field (names, options, paths,
+device, executor) before any work starts and raises :class:`benchmarks.errors.UsageError` naming what is
+wrong and what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_METHODS = ("em", "sc", "random")
+DEFAULT_RESULTS = Path("results/cells")
+DEFAULT_CACHE = Path(os.environ.get("UEB_CACHE", Path.home() / ".cache" / "uebench" / "noise"))
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """Every choice of a campaign: data, protocol, methods and their options, victims, defenses, seeds, budget,
+    where it runs and where its results and noise go.
+
+    Attributes:
+        dataset: a registered data set (``fashion-mnist``, ``cifar10``, ...).
+        preset: the protocol preset (``smoke``, ``paper``, ``tiny``).
+        methods: method names or shell wildcards; ``None`` = :data:`DEFAULT_METHODS` (none with noise files).
+        options: per method, option overrides, e.g. ``{"sem": {"samples": 3}}``.
+        sweeps: per method, option -> values; one poison variant per combination, e.g.
+            ``{"sem": {"sample_radius": (0, 2, 4)}}``.
+        noise_files: poisons made elsewhere (``.npz`` or a folder of PNGs), evaluated as methods ``file:<stem>``.
+        victims: victim names (``timm/<model>`` too); empty = the preset's.
+        defenses: defense names or wildcards (``none``, ``at4``, ``jpeg10``, ...).
+        seeds: non-negative integers below 2**63.
+        radius: the L-inf noise budget rho_u in 1/255 units; None = the preset's (8).
+        clean: add the clean baseline (method ``clean``).
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16`` (autocast).
+        executor: ``local`` or ``ray`` (with ``ray_address``, ``ray_cpus``, ``ray_gpus``).
+    """
+
+    dataset: str = "fashion-mnist"
+    preset: str = "smoke"
+    methods: tuple[str, ...] | None = None
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    sweeps: Mapping[str, Mapping[str, tuple[Any, ...]]] = field(default_factory=dict)
+    noise_files: tuple[Path, ...] = ()
+    victims: tuple[str, ...] = ()
+    defenses: tuple[str, ...] = ("none",)
+    seeds: tuple[int, ...] = (0,)
+    radius: float | None = None
+    clean: bool = True
+    device: str = "auto"
+    precision: str = "auto"
+    data_root: Path | None = None
+    download: bool = False
+    results_dir: Path = DEFAULT_RESULTS
+    cache_dir: Path = DEFAULT_CACHE
+    retry_errors: bool = False
+    progress: bool = True
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus: float | None = None
+    ray_gpus: float | None = None

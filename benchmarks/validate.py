@@ -1,0 +1,125 @@
+"""``uebench validate``: are the results what they claim to be? ``uebench migrate``: bring old cells up to date.
+
+    uebench validate [--results-dir results/cells] [--expected-dir results/expected]
+
+checks every cell file (readable JSON, schema, required fields, metrics in range, a file name that is its
+key, a protocol hash that matches the recipe, defense, slice sizes and precision the cell recorded) and
+every expected-numbers file (each cell, seed and value present among the results cells of the same
+config). It prints one line per problem and exits 1 when there is any, 0 otherwise.
+
+    uebench migrate DIR
+
+rewrites cells of an earlier schema under DIR (schema 1: no protocol hash) in place.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
+from benchmarks.store import SCHEMA, CellKey, ResultStore, migrate, protocol_hash, validate_cell
+
+DEFAULT_EXPECTED = Path("results/expected")
+
+
+def check_cells(root: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Problems of the cell files under ``root`` and the valid records."""
+    problems, records = [], []
+    for path in sorted(Path(root).rglob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            problems.append(f"{path}: unreadable ({err})")
+            continue
+        if isinstance(record, dict) and isinstance(record.get("schema"), int) and record["schema"] < SCHEMA:
+            problems.append(f"{path}: schema {record['schema']}; run: uebench migrate {root}")
+            continue
+        found = validate_cell(record)
+        if found:
+            problems.append(f"{path}: {'; '.join(found)}")
+            continue
+        key = CellKey.of(record)
+        if path != ResultStore(root).path(key) or record["cell_id"] != key.cell_id:
+            problems.append(f"{path}: stored under another name than its key {key.relpath()}")
+        precision = (record["env"].get("numerics") or {}).get("precision")
+        try:
+            expect = protocol_hash(
+                record["recipe"], record["defense_cfg"], record["train_size"], record["test_size"], str(precision)
+            )
+        except KeyError as err:
+            problems.append(f"{path}: no {err} to check its protocol hash against")
+        else:
+            if precision is not None and expect != record["protocol_hash"]:
+                problems.append(f"{path}: protocol hash {record['protocol_hash']} does not match its record ({expect})")
+        records.append(record)
+    return problems, records
+
+
+def check_expected(directory: Path, records: Sequence[dict[str, Any]]) -> list[str]:
+    """Problems of the expected-numbers files: every (cell, seed, value) must be among ``records``."""
+    ok = {
+        (r["dataset"], r["preset"], r["victim"], r["method"], r["method_hash"], r["defense"], r["seed"]): r
+        for r in records
+        if r["status"] == "ok"
+    }
+    problems = []
+    for path in sorted(Path(directory).glob("*.json")):
+        doc = json.loads(path.read_text())
+        for name, entry in doc.get("cells", {}).items():
+            method, defense = name.split("/")
+            for seed, value in zip(entry["seeds"], entry["values"], strict=True):
+                where = (doc["dataset"], doc["preset"], doc["victim"], method, entry["method_hash"], defense, seed)
+                record = ok.get(where)
+                if record is None:
+                    problems.append(f"{path}: {name} seed {seed}: no ok results cell of config {entry['method_hash']}")
+                elif abs(float(record["metrics"]["final_acc"]) - value) > 5e-7:
+                    problems.append(
+                        f"{path}: {name} seed {seed}: {value} != the cell's {record['metrics']['final_acc']}"
+                    )
+    return problems
+
+
+def build_parser(prog: str) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--results-dir", type=Path, default=Path("results/cells"), help="results cells")
+    p.add_argument("--expected-dir", type=Path, default=DEFAULT_EXPECTED, help="expected numbers ('' to skip)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.validate") -> int:
+    try:
+        args = build_parser(prog).parse_args(argv)
+        if not args.results_dir.is_dir():
+            raise UsageError(f"--results-dir {args.results_dir} is not a directory")
+    except UsageError as err:
+        return fail(prog, err)
+    problems, records = check_cells(args.results_dir)
+    if str(args.expected_dir) not in ("", ".") and args.expected_dir.is_dir():
+        problems += check_expected(args.expected_dir, records)
+    for line in problems:
+        print(line)
+    print(f"{prog}: {len(records)} valid cells under {args.results_dir}; {len(problems)} problems")
+    return 1 if problems else 0
+
+
+def migrate_main(argv: Sequence[str] | None = None, prog: str = "uebench migrate") -> int:
+    p = Parser(prog=prog, description="Rewrite the results cells of an earlier schema under DIR in place.")
+    p.add_argument("dir", type=Path, help="a results directory")
+    try:
+        args = p.parse_args(argv)
+        if not args.dir.is_dir():
+            raise UsageError(f"{args.dir} is not a directory")
+    except UsageError as err:
+        return fail(prog, err)
+    moved = migrate(args.dir)
+    left = ResultStore(args.dir).old_cells()
+    print(f"{prog}: {len(moved)} cells migrated to schema {SCHEMA} under {args.dir}; {len(left)} left (see warnings)")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
