@@ -48,14 +48,15 @@ REFERENCE = "reference"  # the machine name of ``--results-dir``
 def _main_variant(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows of the method config measured on the most seeds (a campaign's config next to single-seed
     sweep variants of the same method); several configs with that many seeds are refused."""
-    seeds: dict[str, set[int]] = {}
+    seeds: dict[tuple[str, str], set[int]] = {}
     for r in rows:
-        seeds.setdefault(r["method_hash"], set()).add(r["seed"])
+        seeds.setdefault((r["method_hash"], r.get("protocol_hash", "")), set()).add(r["seed"])
     most = max(len(s) for s in seeds.values())
     best = [h for h, s in seeds.items() if len(s) == most]
     if len(best) != 1:
-        raise ResultsError(f"{name}: several method configs {sorted(best)} on {most} seeds each; one expected")
-    return [r for r in rows if r["method_hash"] == best[0]]
+        shown = sorted("/".join(filter(None, h)) for h in best)
+        raise ResultsError(f"{name}: several configs (method/protocol) {shown} on {most} seeds each; one expected")
+    return [r for r in rows if (r["method_hash"], r.get("protocol_hash", "")) == best[0]]
 
 
 def _ok(records: Sequence[dict[str, Any]], only: Sequence[str], allow_dirty: bool, where: str) -> list[dict]:
@@ -156,6 +157,7 @@ def build(
         }
         cells[name] = {
             "method_hash": rows[0]["method_hash"],
+            "protocol_hash": rows[0].get("protocol_hash"),
             "seeds": seeds,
             "values": values,
             "mean": round(ci.mean, 6),

@@ -94,7 +94,7 @@ def test_two_configs_on_the_same_seeds_are_refused(tmp_path: Path) -> None:
     for seed in range(5):
         write_cell(tmp_path, "em", "e0000000", seed=seed, env={"dirty": False})
         write_cell(tmp_path, "em", "e0000001", seed=seed, env={"dirty": False})
-    with pytest.raises(expected.ResultsError, match="several method configs"):
+    with pytest.raises(expected.ResultsError, match="several configs"):
         expected.build(load_records(tmp_path), "cmd")
 
 

@@ -95,8 +95,14 @@ def _rerun(doc: dict[str, Any], seed: int, out: Path) -> dict[str, float]:
         for r in load_records(out / "cells")
         if (r["dataset"], r["preset"], r["victim"], r["seed"]) == (doc["dataset"], doc["preset"], doc["victim"], seed)
         and r["status"] == "ok"
-        and r["method_hash"] == doc["cells"].get(f"{r['method']}/{r['defense']}", {}).get("method_hash")
+        and _same_config(r, doc["cells"].get(f"{r['method']}/{r['defense']}", {}))
     }
+
+
+def _same_config(record: dict[str, Any], entry: dict[str, Any]) -> bool:
+    """The cell was measured with the file's method config and protocol (recipe, defense, slices, precision)."""
+    same_protocol = entry.get("protocol_hash") in (None, record.get("protocol_hash"))
+    return record["method_hash"] == entry.get("method_hash") and same_protocol
 
 
 @pytest.mark.parametrize("path", _params())
@@ -108,7 +114,9 @@ def test_protection_numbers_hold(path: Path, smoke_runs: Path) -> None:
         got = _rerun(doc, seed, smoke_runs)
         for name in doc["cells"]:
             if name not in got:
-                failures.append(f"{name}: no cell of the file's config (seed {seed}): the method's config changed?")
+                failures.append(
+                    f"{name}: no cell of the file's config (seed {seed}): the method's config or the protocol changed?"
+                )
             elif (reason := check(doc, name, got)) is not None:
                 failures.append(f"seed {seed}: {reason}")
     assert not failures, f"protection numbers of {path.name} moved:\n  " + "\n  ".join(failures) + _remeasure(doc, path)
