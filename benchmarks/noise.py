@@ -184,7 +184,8 @@ class NoiseMethod(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type]
-    citation: ClassVar[str] = ""
+    citation: ClassVar[str] = ""  # the paper, "Authors, Title, Venue Year" (the leaderboard lists it)
+    url: ClassVar[str] = ""  # the paper's address (arXiv or proceedings), linked from the leaderboard
     norms: ClassVar[tuple[str, ...]] = ("linf",)
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:

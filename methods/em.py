@@ -49,6 +49,7 @@ class ErrorMinimizing(NoiseMethod):
 
     name = "em"
     citation = "Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021"
+    url = "https://arxiv.org/abs/2101.04898"
 
     @dataclass(frozen=True)
     class Config(MinMinConfig):
@@ -72,6 +73,7 @@ class ClassWiseErrorMinimizing(NoiseMethod):
 
     name = "em-cw"
     citation = ErrorMinimizing.citation
+    url = ErrorMinimizing.url
 
     @dataclass(frozen=True)
     class Config:

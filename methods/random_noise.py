@@ -28,6 +28,7 @@ class RandomNoise(NoiseMethod):
 
     name = "random"
     citation = "Huang et al., Unlearnable Examples, ICLR 2021 (random-noise baseline)"
+    url = "https://arxiv.org/abs/2101.04898"  # the EM paper, which introduced this baseline
 
     @dataclass(frozen=True)
     class Config:

@@ -32,6 +32,7 @@ class RobustErrorMinimizing(NoiseMethod):
 
     name = "rem"
     citation = "Fu et al., Robust Unlearnable Examples: Protecting Data Against Adversarial Learning, ICLR 2022"
+    url = "https://arxiv.org/abs/2203.14533"
 
     @dataclass(frozen=True)
     class Config(MinMinConfig):

@@ -31,6 +31,7 @@ class SyntheticShortcut(NoiseMethod):
 
     name = "sc"
     citation = "Yu et al., Availability Attacks Create Shortcuts, KDD 2022"
+    url = "https://arxiv.org/abs/2111.00898"
     norms = ("l2",)
 
     @dataclass(frozen=True)

@@ -35,6 +35,7 @@ class StableErrorMinimizing(NoiseMethod):
     name = "sem"
     citation = "Liu et al., Stable Unlearnable Example: Enhancing the Robustness of Unlearnable Examples via "
     citation += "Stable Error-Minimizing Noise, AAAI 2024"
+    url = "https://arxiv.org/abs/2311.13091"
 
     @dataclass(frozen=True)
     class Config(MinMinConfig):

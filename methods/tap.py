@@ -47,6 +47,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
 
     name = "tap"
     citation = "Fowl et al., Adversarial Examples Make Strong Poisons, NeurIPS 2021"
+    url = "https://arxiv.org/abs/2106.10807"
 
     @dataclass(frozen=True)
     class Config:

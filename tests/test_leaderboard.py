@@ -34,11 +34,20 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
     return [*out, "--html", str(tmp_path / "out" / "lb.html"), *extra]
 
 
+def _rows(block: str) -> list[list[str]]:
+    """The rows of the first markdown table in ``block``, header included, cells stripped."""
+    table = block[block.index("\n| ") + 1 :].split("\n\n", 1)[0]
+    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in table.splitlines() if ln.startswith("| ")]
+
+
 def _section(markdown: str, defense: str) -> list[list[str]]:
-    """The table rows (cells stripped) of the section for ``defense``."""
-    body = markdown.split(f"· defense {defense}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [ln for ln in body.splitlines() if ln.startswith("| ")][1:]
-    return [[c.strip() for c in ln.strip("|").split(" | ")] for ln in lines]
+    """The table rows (cells stripped) of the detail table for ``defense``."""
+    body = markdown.split(f"· defense {defense}\n", 1)[1].split("\n#", 1)[0]
+    return _rows(body)[1:]
+
+
+def _caption(markdown: str, defense: str) -> str:
+    return markdown.split(f"· defense {defense}\n\n", 1)[1].split("\n\n")[0]
 
 
 @pytest.fixture
@@ -55,15 +64,13 @@ def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     assert [r[0] for r in rows] == ["baseline", "1", "1", "2", "—"]
     assert [r[1] for r in rows] == ["clean", "sem (samples=3)", "em", "sem (samples=1)", "sc"]
     em = rows[2]
-    # mean 35.00, CI half-width t(0.975, 1) * 7.07 / sqrt(2) = 63.53, n=2, seeds 0 1;
+    # mean 35.00, CI half-width t(0.975, 1) * 7.07 / sqrt(2) = 63.53, n=2 (the section's seeds 0 1);
     # gap to clean (80, 80): -50, -40 -> mean -45, half-width 12.706 * 5 = 63.5, t = 9 on 1 df: p = 0.0704
-    assert em[2:6] == ["35.00", "63.53", "2", "0 1"]
-    assert em[6:8] == ["-45.00 [-108.5, +18.5]", "0.0704"]
-    assert em[8:12] == ["36.00", "60.00", "150.0", "cpu (2 threads)"]  # peak, wall s, passes = 150000 / 1000
-    assert rows[4][3:5] == ["—", "1"]  # one seed: no interval
-    caption = md.split("· defense none\n", 1)[1].split("\n\n")[0]
-    for fact in ("fashion-mnist", "preset smoke", "recipe smoke-300", "seeds 0 1", "cpu (2 threads)", "1000 training"):
-        assert fact in caption
+    assert em[2:5] == ["35.00", "63.53", "2"]
+    assert em[5:7] == ["-45.00 [-108.5, +18.5]", "0.0704"]
+    assert em[7:] == ["36.00", "60.00", "150.0"]  # peak, wall s, passes = 150000 / 1000
+    assert rows[4][3:7] == ["—", "1 (seed 0)", "-35.00", "—"]  # one seed: no interval, no test; its seed named
+    assert _caption(md, "none") == "Defense none: methods ranked by protection, strongest first."
 
 
 def test_errors_listed_not_ranked(tmp_path, cells) -> None:
@@ -84,7 +91,14 @@ def test_deterministic_and_header(tmp_path, cells) -> None:
     assert "never edit by hand" in md.lower() and "python -m benchmarks.leaderboard --results-dir" in md
     assert not re.search(r"20\d\d-\d\d-\d\d", md + page), "no timestamps"
     assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "sem (samples=3)" in page
-    assert "<script" not in page and "src=" not in page and "href=" not in page, "self-contained"
+    assert not re.search(r"<script|<link|src=|url\(|@import", page), "self-contained"
+    links = re.findall(r'href="([^"]*)"', page)
+    assert {h for h in links if not h.startswith("#")} == {
+        "https://arxiv.org/abs/2101.04898",
+        "https://arxiv.org/abs/2111.00898",
+        "https://arxiv.org/abs/2311.13091",
+    }, "the only links that leave the page are the papers"
+    assert {h[1:] for h in links if h.startswith("#")} <= set(re.findall(r' id="([^"]*)"', page)), "no dangling link"
 
 
 def test_check_passes_then_fails_after_a_cell_changes(tmp_path, cells, capsys) -> None:
@@ -151,12 +165,103 @@ def test_committed_leaderboard_is_up_to_date(monkeypatch: pytest.MonkeyPatch) ->
 def test_overview_matrix_with_intervals_and_ties(tmp_path, cells) -> None:
     assert leaderboard.main(_args(tmp_path)) == 0
     md = (tmp_path / "out" / "LB.md").read_text()
-    assert md.index("## Overview: fashion-mnist") < md.index("· defense none\n")
-    body = md.split("## Overview: fashion-mnist", 1)[1].split("\n## ", 1)[0]
-    lines = [ln for ln in body.splitlines() if ln.startswith("| ")]
-    assert lines[0] == "| method | none | at4 |"
-    rows = {r[0]: r[1:] for r in ([c.strip() for c in ln.strip("|").split(" | ")] for ln in lines[1:])}
+    body = md.split("**Final clean test accuracy (%).**", 1)[1]
+    header, *lines = _rows(body.split("\n#", 1)[0])
+    assert header == ["method", "none", "at4"]
+    rows = {r[0]: r[1:] for r in lines}
     assert list(rows) == ["clean", "em", "sc", "sem (samples=1)", "sem (samples=3)"]
     assert rows["em"][0] == "**35.00 ± 63.53 (2)**"  # tied with sem (samples=3) for the strongest protection
     assert rows["sem (samples=3)"][0] == "**20.00 ± 0.00 (2)**"
     assert rows["sem (samples=1)"][0] == "50.00 ± 0.00 (2)" and rows["sc"] == ["45.00 (1)", ""]
+
+
+def test_gap_overview_then_methods_details_failed(tmp_path, cells) -> None:
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    heads = ["## Overview", "**Gap to clean (pp).**", "**Final clean test accuracy (%).**", "## Methods", "## Details"]
+    assert [md.index(h) for h in [*heads, "#### fashion-mnist", "## Failed cells"]] == sorted(
+        md.index(h) for h in [*heads, "#### fashion-mnist", "## Failed cells"]
+    )
+    header, *lines = _rows(md.split("**Gap to clean (pp).**", 1)[1])
+    assert header == ["method", "none", "at4"]
+    # method - clean per seed, in pp: em -50, -40 (none) and -30, -24 (at4); sem samples=3 -60 on both seeds
+    assert {r[0]: r[1:] for r in lines} == {
+        "clean": ["80.0 ± 0.0", "82.0 ± 0.0"],  # the baseline row: its accuracy
+        "em": ["**-45.0** [-108.5, +18.5]", "**-27.0** [-90.5, +36.5]"],
+        "sc": ["-35.0 †", ""],  # one seed: no interval, no rank
+        "sem (samples=1)": ["-30.0 [-30.0, -30.0]", "-12.0 [-12.0, -12.0]"],
+        "sem (samples=3)": ["**-60.0** [-60.0, -60.0]", "**-42.0** [-42.0, -42.0]"],
+    }
+    methods = md.split("## Methods\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert methods == [
+        "- **em**: [Huang et al., Unlearnable Examples: Making Personal Data Unexploitable, ICLR 2021]"
+        "(https://arxiv.org/abs/2101.04898)",
+        "- **sc**: [Yu et al., Availability Attacks Create Shortcuts, KDD 2022](https://arxiv.org/abs/2111.00898)",
+        "- **sem**: [Liu et al., Stable Unlearnable Example: Enhancing the Robustness of Unlearnable Examples via "
+        "Stable Error-Minimizing Noise, AAAI 2024](https://arxiv.org/abs/2311.13091)",
+    ]
+
+
+def test_devices_and_seeds_said_once_per_section(tmp_path, cells) -> None:
+    write_cell(cells, "clean", "cccc0000", defense="at4", seed=2, final_acc=0.81, device="cuda:0 (NVIDIA H100)")
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    facts = (
+        "fashion-mnist, 1000 training images; preset smoke, recipe smoke-300; victim tiny_cnn; seeds 0 1 2; victims "
+        "trained on cpu (2 threads) and cuda:0 (NVIDIA H100); noise generated on cpu (2 threads)."
+    )
+    assert md.count(f"\n{facts}\n") == 2  # under the overview's heading and the details'
+    assert "cpu (2 threads)" not in "".join(ln for ln in md.splitlines() if ln.startswith("|")), "no device column"
+    assert _caption(md, "none") == (
+        "Defense none: methods ranked by protection, strongest first. Under this defense: seeds 0 1; victims "
+        "trained on cpu (2 threads)."
+    )
+    assert _caption(md, "at4") == "Defense at4: methods ranked by protection, strongest first."
+    assert _section(md, "at4")[0][4] == "3" and _section(md, "at4")[1][4] == "2 (seeds 0 1)"
+
+
+def test_colour_bins_legend_and_contrast() -> None:
+    gaps = [0.0, -1.99, -2.0, -9.9, -10.0, -24.9, -25.0, -49.9, -50.0, -80.0, 1.99, 3.0, 12.0, 30.0, 60.0]
+    assert [leaderboard.gap_level(g) for g in gaps] == [0, 0, -1, -1, -2, -2, -3, -3, -4, -4, 0, 1, 2, 3, 4]
+    labels = {level: leaderboard._level_label(level) for level in sorted(leaderboard.PALETTE)}
+    assert list(labels.values()) == [
+        "≤ -50", "-50 to -25", "-25 to -10", "-10 to -2", "-2 to +2", "+2 to +10", "+10 to +25", "+25 to +50", "≥ +50"
+    ]  # fmt: skip
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    for background, text in leaderboard.PALETTE.values():
+        bright, dark = sorted((luminance(background), luminance(text)), reverse=True)
+        assert (bright + 0.05) / (dark + 0.05) >= 4.5, f"{text} on {background}: below WCAG AA contrast"
+
+
+def test_noise_files_and_the_baseline_have_no_paper(tmp_path) -> None:
+    root = tmp_path / "cells"
+    for seed in (0, 1):
+        write_cell(root, "clean", "cccc0000", seed=seed, final_acc=0.8)
+        write_cell(root, "file:rem-cifar10", "f11e0000", seed=seed, final_acc=0.3 + seed / 10)
+        write_cell(root, "em-cw", "ecw00000", seed=seed, final_acc=0.6)
+    refs = leaderboard.references(["clean", "file:rem-cifar10", "em-cw", "em-cw"])
+    assert [(r.method, r.url) for r in refs] == [("em-cw", "https://arxiv.org/abs/2101.04898")]
+    assert leaderboard.main(_args(tmp_path)) == 0
+    page = (tmp_path / "out" / "lb.html").read_text()
+    assert re.findall(r'<th scope="row"[^>]*>(.*?)</th>', page.split('<section id="methods">')[0]) == [
+        "clean",
+        '<a href="#method-em-cw">em-cw</a>',
+        "file:rem-cifar10",
+    ]
+    assert '<li id="method-em-cw"><b>em-cw</b>: <a href="https://arxiv.org/abs/2101.04898">Huang et al.' in page
+
+
+def test_without_clean_baseline_no_gaps(tmp_path) -> None:
+    root = tmp_path / "cells"
+    for seed in (0, 1):
+        write_cell(root, "em", "eeee0000", seed=seed, final_acc=0.3 + seed / 10)
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    assert _rows(md.split("**Gap to clean (pp).**", 1)[1])[1:] == [["em", "—"]]
+    assert _caption(md, "none").endswith("No clean baseline under this defense: gaps are not available.")
+    assert _section(md, "none")[0][:7] == ["1", "em", "35.00", "63.53", "2", "—", "—"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -60,6 +61,17 @@ def _generate(method: NoiseMethod, train: ImageSet, seed: int) -> Poison:
 def test_every_registered_method_is_covered() -> None:
     assert {name for name, _ in CASES} == set(METHODS.list())
     assert {"em", "em-cw", "sc", "random", "clean"} <= set(METHODS.list())
+
+
+def test_every_method_but_clean_links_its_paper() -> None:
+    """The leaderboard's Methods list shows each method's citation, linked to its paper."""
+    for name in METHODS.list():
+        cls = METHODS.get(name)
+        if name == "clean":
+            assert (cls.citation, cls.url) == ("", ""), "the baseline has no paper"
+            continue
+        assert re.fullmatch(r"[^,]+ et al\., .+, .*\b20\d\d\b.*", cls.citation), f"{name}: 'Authors, Title, Venue Year'"
+        assert cls.url.startswith("https://"), f"{name}: no paper URL"
 
 
 @pytest.mark.timeout(120)
