@@ -15,9 +15,9 @@ from _cells import write_cell
 from scipy import stats
 
 from analysis import correlation, gallery, speed
-from benchmarks import run as runner
 from benchmarks.plan import load_data, make_plan
 from benchmarks.poisons import get_poison
+from benchmarks.spec import CampaignSpec
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -212,8 +212,8 @@ def _npz(path: Path, **arrays: np.ndarray) -> Path:
 
 def test_gallery_cli_reads_the_runners_cache_and_noise_files(tmp_path, capsys) -> None:
     cache, out = tmp_path / "cache", tmp_path / "fig" / "gallery.png"
-    run_args = ["--dataset", "synthetic", "--preset", "tiny", "--methods", "random", "--no-clean"]
-    plan = make_plan(runner.spec_from_args(runner.build_parser().parse_args([*run_args, "--cache-dir", str(cache)])))
+    spec = CampaignSpec(dataset="synthetic", preset="tiny", methods=("random",), clean=False, cache_dir=cache)
+    plan = make_plan(spec)
     train, _ = load_data(plan)
     method = plan.variants["random"]
     budget = method.budget(train.shape, plan.radius)

@@ -19,6 +19,7 @@ import torch
 from benchmarks import run as runner
 from benchmarks.executors import LocalExecutor, RayExecutor, make_executor
 from benchmarks.plan import make_plan
+from benchmarks.spec import CampaignSpec
 from benchmarks.store import ResultStore
 
 REPO = Path(__file__).resolve().parent.parent
@@ -106,9 +107,9 @@ def test_interrupt_cancels_the_tasks_and_keeps_finished_cells(tmp_path: Path, ra
 
 
 def test_task_resources(ray_local) -> None:
-    args = runner.build_parser().parse_args([*ARGS, "--executor", "ray", "--ray-cpus", "2"])
-    plan = make_plan(runner.spec_from_args(args))
-    executor = make_executor(args.executor, args.ray_address, args.ray_cpus, args.ray_gpus)
+    spec = CampaignSpec(dataset="synthetic", preset="tiny", methods=("sc",), executor="ray", ray_cpus=2.0)
+    plan = make_plan(spec)
+    executor = make_executor(spec.executor, spec.ray_address, spec.ray_cpus, spec.ray_gpus)
     assert isinstance(executor, RayExecutor)
     executor.connect(plan, "auto")
     assert plan.ctx.device.type == "cpu"  # the local Ray has no GPU
