@@ -155,6 +155,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     except (UsageError, DatasetMissingError, NoiseFileError) as err:
         return fail(prog, err)
     train = train.to(plan.ctx.device)
+    plan.ctx.set_numerics()
     rows: dict[str, torch.Tensor] = {}
     for label, method in plan.variants.items():
         budget = method.budget(train.shape, plan.radius)

@@ -172,7 +172,9 @@ def nvidia_smi() -> dict[str, str] | None:
 
 def env_report(device: torch.device) -> dict[str, Any]:
     """Everything about the machine a number of this check depends on (``benchmarks.env.environment`` and more)."""
-    doc = environment(device, Context(device).precision)
+    ctx = Context(device)  # the default precision, with the TF32 switches it sets
+    ctx.set_numerics()
+    doc = environment(device, ctx.arithmetic)
     doc.update(
         python_executable=sys.executable,
         packages={name: _version(name) for name in PACKAGES},
@@ -306,8 +308,8 @@ def compare_expected(records: Sequence[dict[str, Any]], directory: Path = REPO /
             for name in sorted(set(runs) & set(doc["cells"])):
                 entry = doc["cells"][name]
                 try:
-                    within = check(doc, name, runs) is None if doc.get("schema") == 2 else None
-                except KeyError:  # a gap statistic whose clean cell this run does not have
+                    within = check(doc, name, runs, seed) is None if doc.get("schema") == 2 else None
+                except KeyError:  # a seed the file has no tolerance for, or a gap without its clean cell
                     within = None
                 out.append(
                     {
@@ -421,6 +423,7 @@ def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) 
     plan.protocol = replace(full, recipe=recipe, train_size=sizes.paper_train_size, test_size=sizes.paper_test_size)
     train, test = load_data(plan)
     method, ctx = plan.variants["sem"], plan.ctx
+    ctx.set_numerics()
     cfg, device = method.config, plan.ctx.device
     paper_cfg = METHODS.get("sem")(**full.method_options("sem")).config
     doc: dict[str, Any] = {
@@ -433,7 +436,7 @@ def paper_short(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) 
         "image_shape": list(train.shape),
         "victim": plan.victims[0],
         "surrogate": cfg.surrogate,
-        "precision": ctx.precision,
+        "precision": ctx.arithmetic,
         "batch_size": {"generation": cfg.batch_size, "victim": recipe.batch_size},
     }
     write_json(path, doc)

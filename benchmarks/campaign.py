@@ -73,6 +73,7 @@ class Campaign:
         for root in (plan.store.root, plan.cache.root):
             remove_stale_temps(root)
         keys, todo = jobs(plan, self.train, self.test)
+        plan.ctx.set_numerics()  # the precision's TF32 switches, before anything computes
 
         def on_poison(job: Job, poison: Poison) -> None:
             save(plan.cache, plan.protocol.dataset, job.cache_key, poison, job.label)

@@ -47,7 +47,7 @@ def train_cell(
         "test_size": len(test),
         # a cache entry written before the budget travelled with the job carries it in its stats
         "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
-        "env": environment(plan.ctx.device, plan.ctx.precision),
+        "env": environment(plan.ctx.device, plan.ctx.arithmetic),
     }
     if failed or protected is None:
         return {**record, "status": "error", "error": poison.error if failed else "no protected set", "metrics": {}}

@@ -106,16 +106,13 @@ def peak_tflops(name: str) -> dict[str, float] | None:
 
 
 def peak_shares(name: str, precision: str, tflops: float) -> dict[str, float]:
-    """``tflops`` as a share of each dense peak of the device ``name`` that ``precision`` (fp32, bf16) runs at.
-
-    fp32 convolutions run on TF32 tensor cores when ``torch.backends.cudnn.allow_tf32`` is on (torch's default),
-    so fp32 is compared with both the fp32 and the tf32 peak, bf16 with the bf16 peak. Empty for a device
-    without a known peak (a CPU).
-    """
+    """``tflops`` as a share of the dense peak of the device ``name`` at ``precision`` (``fp32``, ``tf32``,
+    ``bf16``: :attr:`benchmarks.types.Context.precision`, which sets the TF32 switches). Empty for a device
+    without a known peak (a CPU)."""
     peaks = peak_tflops(name)
     if peaks is None:
         return {}
-    return {basis: tflops / peaks[basis] for basis in (("bf16",) if precision == "bf16" else ("fp32", "tf32"))}
+    return {precision: tflops / peaks[precision]}
 
 
 def numerics(device: torch.device, precision: str | None = None) -> dict[str, Any]:

@@ -94,7 +94,8 @@ def _worker_plan(plan: Plan) -> Plan:
 
     load_plugins()
     device = torch.device("cuda") if plan.ctx.device.type == "cuda" else torch.device("cpu")
-    ctx = Context(device, plan.ctx.seed, plan.ctx.amp, plan.ctx.channels_last, progress=False)
+    ctx = Context(device, plan.ctx.seed, plan.ctx.precision, plan.ctx.channels_last, progress=False)
+    ctx.set_numerics()
     return replace(plan, ctx=ctx)
 
 
@@ -149,9 +150,10 @@ class RayExecutor(Executor):
         resources = ray.cluster_resources()
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if device == "auto":
-            amp = None if plan.spec.precision == "auto" else plan.spec.precision == "bf16"
             device = torch.device("cuda" if gpus >= self.gpus else "cpu")
-            plan.ctx = Context(device, amp=amp, progress=plan.ctx.progress)
+            if plan.spec.precision == "tf32" and device.type != "cuda":
+                raise ExecutorError("--precision tf32 needs CUDA and the Ray cluster has no GPU: use fp32 or bf16")
+            plan.ctx = Context(device, precision=plan.spec.precision, progress=plan.ctx.progress)
         if plan.ctx.device.type == "cuda" and gpus < self.gpus:
             log.warning("the Ray cluster has %g GPUs now; tasks wait until %g is free (autoscaler?)", gpus, self.gpus)
         if cpus < self.cpus:

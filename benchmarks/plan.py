@@ -72,9 +72,12 @@ def method_key(method: NoiseMethod, budget: Budget) -> str:
     return config_hash({"method": method.name, "config": asdict(method.config), "budget": asdict(budget)})
 
 
-def cache_key(method: NoiseMethod, mhash: str, fingerprint: str, seed: int) -> str | None:
-    """The noise cache entry of a poison (None for a noise file: never cached)."""
-    return None if isinstance(method, FileNoise) else f"{method.name}-{mhash}-{fingerprint}-s{seed}"
+def cache_key(method: NoiseMethod, mhash: str, fingerprint: str, seed: int, arithmetic: str = "fp32") -> str | None:
+    """The noise cache entry of a poison (None for a noise file: never cached). Noise generated in another
+    arithmetic than fp32 is another entry (``-tf32``, ``-bf16-autocast``): it is another poison."""
+    if isinstance(method, FileNoise):
+        return None
+    return f"{method.name}-{mhash}-{fingerprint}-s{seed}" + ("" if arithmetic == "fp32" else f"-{arithmetic}")
 
 
 def _variant_label(name: str, combo: Mapping[str, Any]) -> str:
@@ -196,13 +199,15 @@ def make_plan(spec: CampaignSpec) -> Plan:
     if spec.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec.precision!r}")
     device = parse_device(spec.device, here=spec.executor == "local")
-    amp = None if spec.precision == "auto" else spec.precision == "bf16"
-    if amp and device.type == "cpu":
+    if spec.precision == "tf32" and device.type != "cuda" and (spec.executor == "local" or spec.device != "auto"):
+        # (a Ray cluster resolves --device auto when it connects, and refuses tf32 there without a GPU)
+        raise UsageError(f"--precision tf32 needs CUDA (TF32 tensor cores); the device is {device}: use fp32 or bf16")
+    if spec.precision == "bf16" and device.type == "cpu":
         log.warning(
             "--precision bf16 on the CPU: autocast to bf16 runs about 20x slower than fp32 on CPUs without native "
             "bf16 (measured: ResNet-18 forward + input gradient on 2 AVX2 cores); it is recorded in every cell"
         )
-    ctx = Context(device, amp=amp, progress=spec.progress)
+    ctx = Context(device, precision=spec.precision, progress=spec.progress)
     for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
         if "\x00" in str(directory):
             raise UsageError(f"{what}: a path cannot contain a NUL byte: {str(directory)!r}")
@@ -234,7 +239,7 @@ def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], li
     fingerprint = train.fingerprint()
     recipe = asdict(plan.protocol.recipe)
     protocols = {
-        name: protocol_hash(recipe, defense.config(), len(train), len(test), plan.ctx.precision)
+        name: protocol_hash(recipe, defense.config(), len(train), len(test), plan.ctx.arithmetic)
         for name, defense in plan.defenses.items()
     }
     keys: list[CellKey] = []
@@ -252,7 +257,7 @@ def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], li
             keys.extend(cells)
             open_cells = tuple(k for k in cells if not _finished(plan, k))
             if open_cells:
-                todo.append(Job(label, seed, budget, mhash, cache_key(method, mhash, fingerprint, seed), open_cells))
+                todo.append(Job(label, seed, budget, mhash, cache_key(method, mhash, fingerprint, seed, plan.ctx.arithmetic), open_cells))
     return keys, todo
 
 

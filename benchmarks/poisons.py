@@ -86,5 +86,5 @@ def get_poison(
     method: NoiseMethod, train: ImageSet, budget: Budget, dataset: str, cache: NoiseCache, ctx: Context, seed: int
 ) -> Poison | GenerationFailure:
     """The poison of (training set, method config, budget, seed) under the cache key every run uses."""
-    key = cache_key(method, method_key(method, budget), train.fingerprint(), seed)
+    key = cache_key(method, method_key(method, budget), train.fingerprint(), seed, ctx.arithmetic)
     return obtain(method, train, budget, key, dataset, cache, ctx, seed)

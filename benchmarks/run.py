@@ -87,9 +87,10 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument(
         "--precision",
-        default="auto",
+        default="fp32",
         choices=PRECISIONS,
-        help="arithmetic of every forward/backward pass: auto = bf16 autocast on CUDA, fp32 on the CPU",
+        help="arithmetic of every forward/backward pass, on every device: fp32 (the reference's; TF32 off on CUDA), "
+        "tf32 (CUDA: TF32 matmuls and convolutions) or bf16 (autocast)",
     )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="results cells")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache ($UEB_CACHE)")

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.types import PRECISIONS
+
 DEFAULT_METHODS = ("em", "sc", "random")
 DEFAULT_RESULTS = Path("results/cells")
 DEFAULT_CACHE = Path(os.environ.get("UEB_CACHE", Path.home() / ".cache" / "uebench" / "noise"))
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ class CampaignSpec:
         radius: the L-inf noise budget rho_u in 1/255 units; None = the preset's (8).
         clean: add the clean baseline (method ``clean``).
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``fp32`` or ``bf16`` (autocast).
+        precision: ``fp32`` (the reference's; on CUDA without TF32), ``tf32`` (CUDA only: TF32 tensor cores for
+            matmuls and convolutions) or ``bf16`` (bf16 autocast). Never implied by the device: part of every
+            cell's protocol hash and of the noise cache key.
         executor: ``local`` or ``ray`` (with ``ray_address``, ``ray_cpus``, ``ray_gpus``).
     """
 
@@ -62,7 +65,7 @@ class CampaignSpec:
     radius: float | None = None
     clean: bool = True
     device: str = "auto"
-    precision: str = "auto"
+    precision: str = "fp32"
     data_root: Path | None = None
     download: bool = False
     results_dir: Path = DEFAULT_RESULTS

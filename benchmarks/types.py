@@ -126,31 +126,55 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
+#: the precisions a user chooses from, and how cells record each
+PRECISIONS = ("fp32", "tf32", "bf16")
+ARITHMETIC = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16-autocast"}
+
+
 @dataclass
 class Context:
-    """Where and how to compute: device, seed, mixed precision, progress bars.
+    """Where and how to compute: device, seed, precision, progress bars.
 
     Every random draw in methods and training comes from :meth:`generator`, so a run is a function of
     ``seed`` and the tags that name what is drawn.
+
+    ``precision`` is the user's choice, never implied by the device: ``fp32`` (the reference's arithmetic;
+    on CUDA strictly fp32, TF32 off for matmuls and convolutions), ``tf32`` (CUDA: TF32 tensor cores for
+    matmuls and convolutions) or ``bf16`` (bf16 autocast of forward passes). :meth:`set_numerics` applies
+    the process-wide TF32 switches; the engine calls it before any work.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     seed: int = 0
-    amp: bool | None = None  # bf16 autocast; None = on for CUDA
+    precision: str = "fp32"
     channels_last: bool | None = None  # None = on for CUDA
     progress: bool = True
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
-        if self.amp is None:
-            self.amp = self.device.type == "cuda"
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
 
     @property
-    def precision(self) -> str:
-        """The arithmetic of forward and backward passes, as cells record it: ``fp32`` or ``bf16-autocast``."""
-        return "bf16-autocast" if self.amp else "fp32"
+    def amp(self) -> bool:
+        """bf16 autocast of forward passes."""
+        return self.precision == "bf16"
+
+    @property
+    def arithmetic(self) -> str:
+        """The arithmetic as cells record it (and as it enters protocol hashes and noise cache keys):
+        ``fp32``, ``tf32`` or ``bf16-autocast``."""
+        return ARITHMETIC[self.precision]
+
+    def set_numerics(self) -> None:
+        """Set torch's process-wide TF32 switches for CUDA matmuls and cuDNN convolutions from ``precision``
+        (on only for ``tf32``; torch's own default turns cuDNN's on). Nothing changes on the CPU."""
+        if self.device.type == "cuda":
+            tf32 = self.precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = tf32
+            torch.backends.cudnn.allow_tf32 = tf32
 
     def generator(self, *tags: object) -> torch.Generator:
         """A fresh generator on ``device`` seeded from ``(seed, *tags)``."""
@@ -177,4 +201,4 @@ class Context:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def with_seed(self, seed: int) -> Context:
-        return Context(self.device, seed, self.amp, self.channels_last, self.progress)
+        return Context(self.device, seed, self.precision, self.channels_last, self.progress)

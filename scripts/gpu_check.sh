@@ -115,7 +115,7 @@ write_steps
 step env 60 "$PY" -m analysis.gpu_check env --out "$OUT" "${MODE[@]}"
 step gpu_tests 150 "$PY" -m analysis.gpu_check tests --out "$OUT" --scratch "$SCRATCH" "${MODE[@]}" -- \
   -m gpu tests -v -rfEs
-step speed 180 env "${BENCH[@]}" UEB_BENCH_PRECISION=fp32,bf16 UEB_BENCH_COMPILE=eager \
+step speed 180 env "${BENCH[@]}" UEB_BENCH_PRECISION=fp32,tf32,bf16 UEB_BENCH_COMPILE=eager \
   UEB_BENCH_JSON="$OUT/speed.json" "$PY" "${SPEED[@]}" -k test_minmin_step
 step e2e 150 "$PY" -m analysis.gpu_check e2e --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" "${MODE[@]}"
 step paper_short 180 "$PY" -m analysis.gpu_check paper-short --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" \

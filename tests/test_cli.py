@@ -130,12 +130,23 @@ def test_a_cell_of_another_protocol_is_a_new_cell(tmp_path, capsys, monkeypatch,
     assert len({name.split("__")[2] for name in after}) == 2  # at1-<hash>: two protocol hashes
 
 
-def test_precision_is_part_of_the_key(tmp_path) -> None:
-    args = [*FAST, "--methods", "random", "--no-clean", "--defense", "none"]
-    assert _run(tmp_path, *args, "--precision", "fp32") == 0
-    assert _run(tmp_path, *args, "--precision", "auto") == 0  # on the CPU auto is fp32: the same cell
-    cells = [json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")]
-    assert len(cells) == 1 and cells[0]["env"]["numerics"]["precision"] == "fp32"
+def test_precision_is_part_of_the_key(tmp_path, caplog) -> None:
+    """fp32 is the default on every device; bf16 is another cell (protocol hash) and another poison (cache key),
+    and on the CPU a warned-about choice; tf32 is refused off CUDA before anything is written."""
+    args = [*FAST, "--methods", "em", "--no-clean", "--defense", "none", "--set", "em.steps=2"]
+    assert _run(tmp_path, *args) == 0
+    assert _run(tmp_path, *args, "--precision", "fp32") == 0  # the default: the same cell, nothing redone
+    assert len(list((tmp_path / "res").rglob("*.json"))) == 1
+    with caplog.at_level("WARNING"):
+        assert _run(tmp_path, *args, "--precision", "bf16") == 0
+    assert "--precision bf16 on the CPU" in caplog.text
+    cells = sorted((json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")), key=lambda r: r["cell_id"])
+    assert sorted(c["env"]["numerics"]["precision"] for c in cells) == ["bf16-autocast", "fp32"]
+    assert len({c["protocol_hash"] for c in cells}) == 2
+    entries = sorted(p.name for p in (tmp_path / "cache").rglob("*.npz"))
+    assert len(entries) == 2 and sum(name.endswith("-bf16-autocast.npz") for name in entries) == 1
+    assert _run(tmp_path / "tf32", *args, "--precision", "tf32") == 2
+    assert not (tmp_path / "tf32").exists()
 
 
 def test_sweep_makes_one_poison_variant_per_value(tmp_path: Path, capsys) -> None:

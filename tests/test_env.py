@@ -72,6 +72,7 @@ def test_outside_a_checkout_the_state_is_unknown(tmp_path: Path, monkeypatch) ->
 
 def test_peak_shares_follow_the_device_and_precision() -> None:
     assert env.peak_shares("NVIDIA H100 80GB HBM3", "bf16", 494.5) == pytest.approx({"bf16": 0.5})
-    assert env.peak_shares("NVIDIA H100 80GB HBM3", "fp32", 49.5) == pytest.approx({"fp32": 49.5 / 67, "tf32": 0.1})
+    assert env.peak_shares("NVIDIA H100 80GB HBM3", "fp32", 49.5) == pytest.approx({"fp32": 49.5 / 67})
+    assert env.peak_shares("NVIDIA H100 80GB HBM3", "tf32", 49.5) == pytest.approx({"tf32": 0.1})
     assert env.peak_shares("NVIDIA H100 PCIe", "bf16", 75.6) == pytest.approx({"bf16": 0.1})
     assert env.peak_shares("cpu (2 threads)", "fp32", 1.0) == {} and env.peak_tflops("cpu (2 threads)") is None

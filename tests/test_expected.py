@@ -44,10 +44,14 @@ def test_build_mean_ci_and_prediction_tolerance(tmp_path: Path) -> None:
     assert at4["ci95"] == pytest.approx(st.t.ppf(0.975, 4) * st.tstd(EM_AT4) / math.sqrt(5), abs=1e-6)
     alpha = expected.FAMILY_ALPHA / 4  # four cells
     gaps = [a - (c - 0.01) for a, c in zip(EM_AT4, CLEAN, strict=True)]
-    assert at4["candidates"]["accuracy"]["half_width"] == pytest.approx(_half(EM_AT4, alpha), abs=1e-6)
-    assert at4["candidates"]["gap_to_clean"]["half_width"] == pytest.approx(_half(gaps, alpha), abs=1e-6)
-    assert at4["statistic"] == min(at4["candidates"], key=lambda k: at4["candidates"][k]["half_width"])
-    assert "gap_to_clean" not in doc["cells"]["clean/none"]["candidates"]
+    new = at4["candidates"]
+    assert new["accuracy, new draw"]["half_width"] == pytest.approx(_half(EM_AT4, alpha), abs=1e-6)
+    assert new["gap_to_clean, new draw"]["half_width"] == pytest.approx(_half(gaps, alpha), abs=1e-6)
+    assert new["accuracy, new draw"]["centers"] == {"0": pytest.approx(0.72)}
+    assert not any(k.endswith("same seed") for k in new)  # no other machine measured: no deviations
+    chosen = min(new, key=lambda k: new[k]["half_width"])
+    assert (at4["statistic"], at4["tolerance"]) == (chosen.split(",")[0], new[chosen])
+    assert "gap_to_clean, new draw" not in doc["cells"]["clean/none"]["candidates"]
     assert doc["device"] == ["cpu (2 threads)"] and doc["preset"] == "smoke" and doc["rerun_seeds"] == [0]
 
 
@@ -58,17 +62,47 @@ def test_machines_join_the_sample_and_their_spread_is_reported(tmp_path: Path) -
     em = doc["cells"]["em/none"]
     assert em["machines"]["aten-default"] == {"0": pytest.approx(0.54), "1": pytest.approx(0.56)}
     assert em["machine_spread"] == {"0": pytest.approx(0.02), "1": pytest.approx(0.02)}
-    assert em["candidates"]["accuracy"]["n"] == 7
+    assert em["candidates"]["accuracy, new draw"]["n"] == 7
     pooled = [*EM, EM[0] + 0.02, EM[1] + 0.02]
-    assert em["candidates"]["accuracy"]["center"] == pytest.approx(sum(pooled) / 7, abs=1e-6)
+    assert em["candidates"]["accuracy, new draw"]["centers"]["0"] == pytest.approx(sum(pooled) / 7, abs=1e-6)
+
+
+def test_same_seed_model_centers_on_the_seed_and_pools_machine_deviations(tmp_path: Path) -> None:
+    """The rerun of seed 0 is predicted from the reference's seed 0 plus the machine deviations: pooled over
+    the file's cells (8 accuracy deviations here), never below the cell's own."""
+    ref = load_records(_campaign(tmp_path / "ref"))
+    other = _campaign(tmp_path / "other", seeds=range(2))  # every cell, seeds 0 and 1, the same values ...
+    write_cell(other, "em", "e0000000", seed=0, final_acc=EM[0] + 0.004, env={"dirty": False})  # ... but one
+    doc = expected.build(ref, "cmd", machines={"sse41": load_records(other)})
+    alpha = expected.FAMILY_ALPHA / 4
+    t = float(st.t.ppf(1 - alpha / 2, 8))
+    assert doc["machine_deviation_rms"]["accuracy"] == pytest.approx(math.sqrt(0.004**2 / 8), abs=1e-6)
+    em = doc["cells"]["em/none"]["candidates"]["accuracy, same seed"]
+    assert em["centers"] == {"0": EM[0]} and em["n"] == 8 and em["own_deviations"] == [pytest.approx(0.004), 0.0]
+    assert em["scale"] == pytest.approx(math.sqrt(0.004**2 / 2), abs=1e-6)  # its own rms is the larger
+    assert em["half_width"] == pytest.approx(t * math.sqrt(0.004**2 / 2), abs=1e-6)
+    clean = doc["cells"]["clean/none"]["candidates"]["accuracy, same seed"]
+    assert clean["scale"] == pytest.approx(math.sqrt(0.004**2 / 8), abs=1e-6)  # the pooled rms is the larger
+    # the em/at4 gap moved by nothing on the other machine, em/none's by 0.004: pooled over 4 gap deviations
+    gap = doc["cells"]["em/at4"]["candidates"]["gap_to_clean, same seed"]
+    assert gap["centers"] == {"0": pytest.approx(EM_AT4[0] - CLEAN[0] + 0.01)} and gap["n"] == 4
+    narrow = doc["cells"]["em/none"]
+    assert narrow["tolerance"]["model"] == "same seed"
+    assert narrow["tolerance"]["half_width"] < narrow["candidates"]["accuracy, new draw"]["half_width"] / 3
+    runs = {"clean/none": CLEAN[0], "em/none": EM[0] + 0.002}
+    assert expected.check(doc, "em/none", runs, 0) is None
+    reason = expected.check(doc, "em/none", {**runs, "em/none": EM[0] + 0.03}, 0)
+    assert reason is not None and "same seed" in reason
+    with pytest.raises(KeyError):
+        expected.check(doc, "em/none", runs, 3)  # not a rerun seed
 
 
 def test_check_accepts_inside_and_rejects_outside(tmp_path: Path) -> None:
     doc = expected.build(load_records(_campaign(tmp_path)), "cmd")
     runs = {"clean/none": 0.80, "em/none": 0.52, "clean/at4": 0.79, "em/at4": 0.70}
-    assert all(expected.check(doc, name, runs) is None for name in doc["cells"])
+    assert all(expected.check(doc, name, runs, 0) is None for name in doc["cells"])
     runs["em/none"] = 0.80  # protection gone
-    reason = expected.check(doc, "em/none", runs)
+    reason = expected.check(doc, "em/none", runs, 0)
     assert reason is not None and reason.startswith("em/none:") and "outside" in reason
 
 

@@ -45,14 +45,15 @@ def test_a_campaign_on_the_device_writes_ok_cells_that_name_it(gpu_device: torch
     assert sorted((r["method"], r["defense"]) for r in records) == [
         (m, d) for m in ("clean", "em", "sem") for d in ("at2", "none")
     ]
-    name, precision = device_name(gpu_device), Context(gpu_device).precision
+    name, precision = device_name(gpu_device), Context(gpu_device).arithmetic
     for r in records:
         assert r["status"] == "ok", r.get("error")
         assert r["env"]["device"] == name
         numerics = r["env"]["numerics"]
         assert numerics["precision"] == precision
         if gpu_device.type == "cuda":
-            assert precision == "bf16-autocast"
+            assert precision == "fp32"  # the default on every device: bf16 only when asked for
+            assert numerics["tf32_matmul"] is False and numerics["tf32_cudnn"] is False
             assert numerics["gpu"] == name and numerics["cuda"] == torch.version.cuda
             assert numerics["cudnn"] == torch.backends.cudnn.version()
         assert 0.0 <= r["metrics"]["final_acc"] <= 1.0
@@ -82,12 +83,16 @@ def test_generation_on_the_device_gives_int8_noise_within_budget(
     assert poison.stats["steps"] == method.config.steps and poison.stats["images_forwarded"] > 0
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "bf16"])
 def test_fit_on_the_device_learns_in_fp32_and_bf16_autocast(
-    gpu_device: torch.device, synthetic: tuple[ImageSet, ImageSet], amp: bool
+    gpu_device: torch.device, synthetic: tuple[ImageSet, ImageSet], precision: str
 ) -> None:
     train, test = synthetic
-    ctx = Context(gpu_device, amp=amp, progress=False)
+    amp = precision == "bf16"
+    if precision == "tf32" and gpu_device.type != "cuda":
+        pytest.skip("TF32 is a CUDA arithmetic")
+    ctx = Context(gpu_device, precision=precision, progress=False)
+    ctx.set_numerics()
     ctx.manual_seed("gpu-fit")
     model = create_victim("tiny_cnn", train.num_classes, train.shape[0])
     recipe = TrainRecipe("gpu-fit", steps=40, batch_size=32, lr=0.05, schedule="cosine", augment="none", eval_every=20)
@@ -107,7 +112,8 @@ def _step_peak_bytes(device: torch.device, amp: bool, batch: int) -> int:
         torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(batch) % 10, 10, "b"
     ).to(device)
     sem = METHODS.get("sem")()
-    ctx = Context(device, amp=amp, progress=False)
+    ctx = Context(device, precision="bf16" if amp else "fp32", progress=False)
+    ctx.set_numerics()
     run = start_alternation(data, Budget("linf", 8.0), ctx, sem.config, sem.objective, "sem")
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)

@@ -193,41 +193,37 @@ def test_the_test_step_writes_outcomes_and_stops_pytest_at_its_deadline(
 
 def test_cells_are_compared_with_the_expected_numbers_of_their_protocol() -> None:
     doc = json.loads((REPO / EXPECTED_DIR / "smoke-fashion-mnist.json").read_text())
-    entry = doc["cells"]["sem/at4"]
-    base = {
-        "dataset": "fashion-mnist",
-        "preset": "smoke",
-        "victim": "tiny_cnn",
-        "defense": "at4",
-        "seed": 0,
-        "status": "ok",
-    }
-    clean = doc["cells"]["clean/at4"]
+    assert doc["schema"] == 2
+    entry, clean = doc["cells"]["sem/at4"], doc["cells"]["clean/at4"]
+    seed = doc["rerun_seeds"][0]
+    base = {"dataset": "fashion-mnist", "preset": "smoke", "victim": "tiny_cnn", "defense": "at4", "status": "ok"}
+
+    def at_center(name: str) -> float:  # the accuracy at the center of the cell's tolerance (clean at its center)
+        center = doc["cells"][name]["tolerance"]["centers"][str(seed)]
+        gap = doc["cells"][name]["statistic"] == "gap_to_clean"
+        return center + at_center("clean/at4") if gap else center
 
     def pair(seed: int, sem: float, **extra: object) -> list[dict]:
         return [
             {**base, "method": "clean", "seed": seed, "method_hash": clean["method_hash"],
-             "metrics": {"final_acc": clean["mean"]}},
+             "metrics": {"final_acc": at_center("clean/at4")}},
             {**base, "method": "sem", "seed": seed, "method_hash": entry["method_hash"],
              "metrics": {"final_acc": sem}, **extra},
         ]  # fmt: skip
 
+    other = seed + 1  # not a rerun seed: the file has no tolerance for it
     records = [
-        *pair(0, entry["mean"]),
-        *pair(1, entry["mean"] + 0.2),
-        *pair(2, entry["mean"], method_hash="changed0"),  # another config: not compared
-        {**base, "method": "sem", "preset": "tiny", "method_hash": "x", "metrics": {"final_acc": 0.1}},
-        {**base, "method": "sem", "status": "error", "metrics": {}},
+        *pair(seed, at_center("sem/at4")),
+        *pair(other, at_center("sem/at4")),
+        {**base, "method": "sem", "preset": "tiny", "method_hash": "x", "seed": seed, "metrics": {"final_acc": 0.1}},
+        {**base, "method": "sem", "status": "error", "seed": seed, "metrics": {}},
     ]
     got = [(e["cell"], e["seed"], e["within"]) for e in gpu_check.compare_expected(records)]
-    schema2 = doc.get("schema") == 2
-    assert got == [
-        ("clean/at4", 0, True if schema2 else None),
-        ("sem/at4", 0, True if schema2 else None),
-        ("clean/at4", 1, True if schema2 else None),
-        ("sem/at4", 1, False if schema2 else None),
-        ("clean/at4", 2, True if schema2 else None),
-    ]
+    assert got == [("clean/at4", seed, True), ("sem/at4", seed, True), ("clean/at4", other, None), ("sem/at4", other, None)]
+    far = at_center("sem/at4") + 2 * entry["tolerance"]["half_width"] + 0.01
+    moved = [*pair(seed, far), *pair(other, far, method_hash="changed0")]  # another config: not compared
+    got = [(e["cell"], e["seed"], e["within"]) for e in gpu_check.compare_expected(moved)]
+    assert got == [("clean/at4", seed, True), ("sem/at4", seed, False), ("clean/at4", other, None)]
 
 
 def test_the_projection_scales_each_measured_cost_by_the_full_protocol() -> None:

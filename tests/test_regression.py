@@ -2,8 +2,9 @@
 
 Every ``results/expected/*.json`` (built by ``python -m benchmarks.expected`` from a measured campaign,
 at least 5 seeds, plus the same cells re-measured under emulated machines) lists per (method, defense)
-the accuracy of each seed and a measured tolerance: a prediction interval for one new run on another
-machine (``benchmarks.expected``). This test reruns the file's ``rerun_seeds`` with the runner, exactly
+the accuracy of each seed and a measured tolerance: a prediction interval for the rerun of a seed on
+another machine (``benchmarks.expected``: a new draw of the cell's runs, or the seed's reference value
+plus the measured machine-to-machine deviation, whichever is narrower). This test reruns the file's ``rerun_seeds`` with the runner, exactly
 as the command in the file did, and checks each cell with :func:`benchmarks.expected.check`. Files
 whose protocol is ``paper`` are the GPU tier (marked ``gpu``): they skip without CUDA or the data set.
 
@@ -117,7 +118,7 @@ def test_protection_numbers_hold(path: Path, smoke_runs: Path) -> None:
                 failures.append(
                     f"{name}: no cell of the file's config (seed {seed}): the method's config or the protocol changed?"
                 )
-            elif (reason := check(doc, name, got)) is not None:
+            elif (reason := check(doc, name, got, seed)) is not None:
                 failures.append(f"seed {seed}: {reason}")
     assert not failures, f"protection numbers of {path.name} moved:\n  " + "\n  ".join(failures) + _remeasure(doc, path)
 
@@ -157,7 +158,7 @@ def test_the_tolerance_catches_a_weakened_poison(cell: str, mutant: list[str], s
     assert mutated, f"the mutant {mutant} produced no cell"
     clean = next(float(r["metrics"]["final_acc"]) for r in rows if r["method"] == "clean")
     for acc in mutated.values():
-        reason = check(doc, cell, {cell: acc, f"clean/{defense}": clean})
+        reason = check(doc, cell, {cell: acc, f"clean/{defense}": clean}, seed)
         assert reason is not None, f"the tolerance of {cell} accepts a weakened poison ({mutant}: {acc:.2%})"
 
 

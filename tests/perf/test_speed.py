@@ -34,7 +34,7 @@ from benchmarks import augment
 from benchmarks.env import device_name, peak_shares
 from benchmarks.noise import Meter
 from benchmarks.registry import METHODS, VICTIMS
-from benchmarks.types import Budget, Context, ImageSet
+from benchmarks.types import PRECISIONS, Budget, Context, ImageSet
 from methods._minmin import noise_update, start_alternation
 from methods.em import cross_entropy_objective
 from methods.tap import target_labels
@@ -50,8 +50,6 @@ BUDGET = Budget("linf", 8.0)
 #: the training-set size the projected generation time assumes (CIFAR-10)
 PROJECTED_TRAIN_SIZE = 50_000
 
-#: arithmetic of forward and backward passes: ``fp32`` or bf16 autocast (Context.amp)
-PRECISIONS = {"fp32": False, "bf16": True}
 
 
 def _axis(variable: str, default: str, accepted: tuple[str, ...]) -> list[str]:
@@ -62,14 +60,17 @@ def _axis(variable: str, default: str, accepted: tuple[str, ...]) -> list[str]:
     return values
 
 
-PRECISION_AXIS = _axis("UEB_BENCH_PRECISION", "bf16" if ON_GPU else "fp32", tuple(PRECISIONS))
+#: arithmetic of forward and backward passes (Context.precision): fp32, tf32 (CUDA) or bf16 autocast
+PRECISION_AXIS = _axis("UEB_BENCH_PRECISION", "bf16" if ON_GPU else "fp32", PRECISIONS)
 #: ``compile``: the surrogate under torch.compile (``UEB_BENCH_COMPILE_BACKEND``, default inductor)
 COMPILE_AXIS = _axis("UEB_BENCH_COMPILE", "eager", ("eager", "compile"))
 COMPILE_BACKEND = os.environ.get("UEB_BENCH_COMPILE_BACKEND", "inductor")
 
 
 def _ctx(precision: str) -> Context:
-    return Context(device=DEVICE, seed=0, amp=PRECISIONS[precision], channels_last=ON_GPU, progress=False)
+    ctx = Context(device=DEVICE, seed=0, precision=precision, channels_last=ON_GPU, progress=False)
+    ctx.set_numerics()
+    return ctx
 
 
 def _sync() -> None:
