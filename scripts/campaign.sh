@@ -43,9 +43,8 @@ for spec in "${MACHINES[@]}"; do
   machine_args+=(--machine "$name=results/machines/$name")
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
-# 3. poison variants for the correlation study (seed 0, at4): SEM sampling radius rho_r and surrogate radius rho_a
+# 3. poison variants for the correlation study (seed 0, at4): SEM's sampling radius rho_r
 "$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.sample_radius=0,2,6 --no-progress --cache-dir "$CACHE"
-"$PY" -m benchmarks.run --methods sem --defense at4 --sweep sem.adv_radius=0,1,2 --no-progress --cache-dir "$CACHE"
 # 4. the regression suite's reference numbers and tolerances
 "$PY" -m benchmarks.expected --results-dir results/cells --name smoke-fashion-mnist --only "${EXPECTED_ONLY[@]}" \
       "${machine_args[@]}" --command "bash scripts/campaign.sh (steps 1 and 2)"
