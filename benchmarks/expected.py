@@ -373,7 +373,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, entry in doc["cells"].items():
         tol = entry["tolerance"]
         centers = " ".join(f"{c:+.4f}" for c in tol["centers"].values())
-        print(f"  {name:<14} {entry['statistic']:<13} {tol['model']:<9} {centers} ± {tol['half_width']:.4f} (n={tol['n']})")
+        statistic, model = entry["statistic"], tol["model"]
+        print(f"  {name:<14} {statistic:<13} {model:<9} {centers} ± {tol['half_width']:.4f} (n={tol['n']})")
     return 0
 
 

@@ -24,10 +24,10 @@ from benchmarks.noise import NoiseMethod, config_hash
 from benchmarks.noisefile import FileNoise, NoiseFileError
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
-from benchmarks.spec import DEFAULT_METHODS, PRECISIONS, CampaignSpec
+from benchmarks.spec import DEFAULT_METHODS, CampaignSpec
 from benchmarks.store import CellKey, ResultStore, protocol_hash
 from benchmarks.train import Defense
-from benchmarks.types import Budget, Context, ImageSet
+from benchmarks.types import PRECISIONS, Budget, Context, ImageSet
 
 MAX_SEED = 2**63 - 1
 log = logging.getLogger("uebench")
@@ -257,7 +257,8 @@ def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], li
             keys.extend(cells)
             open_cells = tuple(k for k in cells if not _finished(plan, k))
             if open_cells:
-                todo.append(Job(label, seed, budget, mhash, cache_key(method, mhash, fingerprint, seed, plan.ctx.arithmetic), open_cells))
+                key = cache_key(method, mhash, fingerprint, seed, plan.ctx.arithmetic)
+                todo.append(Job(label, seed, budget, mhash, key, open_cells))
     return keys, todo
 
 

@@ -31,8 +31,9 @@ from benchmarks.interrupts import Interrupts
 from benchmarks.matrix import cells_frame, matrix
 from benchmarks.noisefile import NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
-from benchmarks.spec import DEFAULT_CACHE, DEFAULT_METHODS, DEFAULT_RESULTS, PRECISIONS, CampaignSpec
+from benchmarks.spec import DEFAULT_CACHE, DEFAULT_METHODS, DEFAULT_RESULTS, CampaignSpec
 from benchmarks.store import CellKey
+from benchmarks.types import PRECISIONS
 
 log = logging.getLogger("uebench")
 

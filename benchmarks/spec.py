@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.types import PRECISIONS
-
 DEFAULT_METHODS = ("em", "sc", "random")
 DEFAULT_RESULTS = Path("results/cells")
 DEFAULT_CACHE = Path(os.environ.get("UEB_CACHE", Path.home() / ".cache" / "uebench" / "noise"))

@@ -219,7 +219,9 @@ def test_cells_are_compared_with_the_expected_numbers_of_their_protocol() -> Non
         {**base, "method": "sem", "status": "error", "seed": seed, "metrics": {}},
     ]
     got = [(e["cell"], e["seed"], e["within"]) for e in gpu_check.compare_expected(records)]
-    assert got == [("clean/at4", seed, True), ("sem/at4", seed, True), ("clean/at4", other, None), ("sem/at4", other, None)]
+    assert got == [
+        ("clean/at4", seed, True), ("sem/at4", seed, True), ("clean/at4", other, None), ("sem/at4", other, None)
+    ]  # fmt: skip
     far = at_center("sem/at4") + 2 * entry["tolerance"]["half_width"] + 0.01
     moved = [*pair(seed, far), *pair(other, far, method_hash="changed0")]  # another config: not compared
     got = [(e["cell"], e["seed"], e["within"]) for e in gpu_check.compare_expected(moved)]

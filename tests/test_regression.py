@@ -4,8 +4,9 @@ Every ``results/expected/*.json`` (built by ``python -m benchmarks.expected`` fr
 at least 5 seeds, plus the same cells re-measured under emulated machines) lists per (method, defense)
 the accuracy of each seed and a measured tolerance: a prediction interval for the rerun of a seed on
 another machine (``benchmarks.expected``: a new draw of the cell's runs, or the seed's reference value
-plus the measured machine-to-machine deviation, whichever is narrower). This test reruns the file's ``rerun_seeds`` with the runner, exactly
-as the command in the file did, and checks each cell with :func:`benchmarks.expected.check`. Files
+plus the measured machine-to-machine deviation, whichever is narrower). This test reruns the file's
+``rerun_seeds`` with the runner, exactly as the command in the file did, and checks each cell with
+:func:`benchmarks.expected.check`. Files
 whose protocol is ``paper`` are the GPU tier (marked ``gpu``): they skip without CUDA or the data set.
 
 The mutation tests prove the tolerance is tight enough to matter: the same file must reject a poison

@@ -51,7 +51,6 @@ BUDGET = Budget("linf", 8.0)
 PROJECTED_TRAIN_SIZE = 50_000
 
 
-
 def _axis(variable: str, default: str, accepted: tuple[str, ...]) -> list[str]:
     """A comma-separated parameter axis from the environment, e.g. ``UEB_BENCH_PRECISION=fp32,bf16``."""
     values = [v.strip() for v in os.environ.get(variable, default).split(",") if v.strip()]
