@@ -13,6 +13,7 @@ import torch
 
 from benchmarks.env import environment
 from benchmarks.models import create_victim
+from benchmarks.noise import result_config
 from benchmarks.plan import Job, Plan
 from benchmarks.poisons import GenerationFailure
 from benchmarks.store import CellKey
@@ -39,7 +40,7 @@ def train_cell(
     failed = isinstance(poison, GenerationFailure)
     record: dict[str, Any] = {
         "variant": job.label,
-        "method_cfg": asdict(plan.variants[job.label].config),
+        "method_cfg": result_config(plan.variants[job.label].config),
         "budget": asdict(job.budget),
         "defense_cfg": defense.config(),
         "recipe": asdict(plan.protocol.recipe),

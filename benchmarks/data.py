@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from benchmarks.registry import DATASETS
 from benchmarks.types import ImageSet
@@ -352,6 +353,11 @@ def stratified_head(data: ImageSet, n: int | None) -> ImageSet:
     """
     if n is None or n >= len(data):
         return data
+    return data.subset(stratified_index(data, n))
+
+
+def stratified_index(data: ImageSet, n: int) -> Tensor:
+    """The sorted indices of :func:`stratified_head` ``(data, n)`` for ``n < len(data)``. Shape: int64 ``(n,)``."""
     k_count = data.num_classes
     if n <= 0 or n < k_count:
         raise ValueError(f"stratified_head: n={n} must be >= num_classes={k_count}")
@@ -364,4 +370,4 @@ def stratified_head(data: ImageSet, n: int | None) -> ImageSet:
         if len(idx) < quota:
             raise ValueError(f"stratified_head: {data.name} has {len(idx)} images of class {k}, need {quota}")
         keep.append(idx[:quota])
-    return data.subset(torch.cat(keep).sort().values)
+    return torch.cat(keep).sort().values

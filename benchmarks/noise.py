@@ -1,9 +1,14 @@
 """The one noise interface: ``NoiseMethod.generate(train, budget, ctx) -> Poison``.
 
-A method implements :meth:`NoiseMethod.perturb` and returns float noise in [0, 1] pixel units. The
+A method implements :meth:`NoiseMethod.perturb` and returns float noise in [0, 1] pixel units, or int8
+noise in 1/255 units (what a method that fills a noise bank batch by batch returns: 1 byte per pixel). The
 base class owns everything a method could get wrong: it quantises to int8 1/255 units exactly as the
 reference code stores noise, projects onto the budget, and then refuses any result whose shape,
 dtype or norm is off, or that changed the labels or images it was given. It also records the cost.
+
+Memory: the noise stays int8 from the method to the cache to :meth:`Poison.apply`; quantising, checking
+and applying it run a chunk of images at a time (:data:`benchmarks.types.CHUNK_BYTES`), so the float
+working set of the whole-set steps is one chunk, whatever the data set's size.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from benchmarks.data import stratified_index
 from benchmarks.env import device_name
-from benchmarks.robustness import DEFAULT_RADIUS, robustness
-from benchmarks.types import Budget, Context, ImageSet, Poison
+from benchmarks.robustness import DEFAULT_RADIUS, ROBUSTNESS_IMAGES, robustness
+from benchmarks.types import Budget, Context, ImageSet, Poison, row_chunks
 
 
 class PoisonError(ValueError):
@@ -57,9 +63,23 @@ class Meter:
             handle.remove()
 
 
+#: field metadata of a config option that says how to compute, never what: it is left out of the config's hash
+#: and of the recorded method config (a test shows the result does not depend on it)
+EXECUTION_ONLY = {"execution_only": True}
+
+
+def result_config(config: Any) -> dict[str, Any]:
+    """The options of a config dataclass that determine its result (``asdict`` without execution-only fields)."""
+    data = dataclasses.asdict(config)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("execution_only"):
+            del data[f.name]
+    return data
+
+
 def config_hash(config: Any) -> str:
-    """8 hex digits identifying a config dataclass (or any JSON-able mapping)."""
-    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    """8 hex digits identifying a config dataclass (its :func:`result_config`) or any JSON-able mapping."""
+    data = result_config(config) if dataclasses.is_dataclass(config) else config
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
@@ -134,7 +154,7 @@ def quantize(delta: Tensor, budget: Budget, x_u8: Tensor | None = None) -> Tenso
     that ``x + delta`` stays in [0, 255]: the stored noise is then exactly what the published image
     carries.
     """
-    q = torch.round(delta.detach().float() * 255)
+    q = delta.detach().float().mul(255).round_()
     if budget.norm == "linf":
         q = q.clamp_(-int(budget.radius), int(budget.radius))
     else:
@@ -144,10 +164,29 @@ def quantize(delta: Tensor, budget: Budget, x_u8: Tensor | None = None) -> Tenso
             scale = (budget.radius / budget.norms(raw).clamp_min(1e-12)).clamp(max=1.0)
             q[over] = torch.trunc(raw * scale.view(-1, *[1] * (raw.dim() - 1)))
         q = q.clamp_(-127, 127)
-    if x_u8 is not None:
+    if x_u8 is not None:  # clamp q to [-x, 255 - x], in place (exact: integer values)
         x = x_u8.to(q.device, torch.float32)
-        q = torch.minimum(torch.maximum(q, -x), 255 - x)
+        q = q.add_(x).clamp_(0, 255).sub_(x)
     return q.to(torch.int8)
+
+
+def quantize_bank(delta: Tensor, budget: Budget, x_u8: Tensor | None = None) -> Tensor:
+    """:func:`quantize` over a whole noise bank, a chunk of rows at a time.
+
+    Float noise (``[0, 1]`` units) is written to a new int8 bank; int8 noise (1/255 units, already rounded) is
+    clamped in place, with the same result as quantising its float value. Either way the float working set is
+    one chunk.
+
+    Shape:
+        delta: float or int8 ``(N, C, H, W)`` (or class-wise ``(K, C, H, W)`` with ``x_u8`` None); x_u8: uint8
+        ``(N, C, H, W)`` on any device; result: int8 like ``delta``, on its device.
+    """
+    out = delta if delta.dtype == torch.int8 else torch.empty(delta.shape, dtype=torch.int8, device=delta.device)
+    for rows in row_chunks(len(delta), 4 * delta[0].numel() if len(delta) else 1):
+        d = delta[rows]
+        d = d.float().div_(255) if d.dtype == torch.int8 else d
+        out[rows] = quantize(d, budget, None if x_u8 is None else x_u8[rows])
+    return out
 
 
 def validate_poison(poison: Poison, data: ImageSet, budget: Budget) -> None:
@@ -169,9 +208,9 @@ def _fingerprint(x: Tensor) -> str:
     """A digest of every pixel (about 1 s per GB on the CPU), to detect in-place edits exactly."""
     digest = hashlib.blake2b(digest_size=16)
     flat = x.detach().reshape(-1)
-    chunk = 1 << 26
+    chunk = 1 << 24
     for start in range(0, flat.numel(), chunk):
-        digest.update(flat[start : start + chunk].cpu().numpy().tobytes())
+        digest.update(flat[start : start + chunk].cpu().numpy())  # the buffer itself: no copy on the host
     return digest.hexdigest()
 
 
@@ -206,20 +245,23 @@ class NoiseMethod(ABC):
         """Compute float noise in [0, 1] pixel units.
 
         Args:
-            train: the training set on ``ctx.device``; must not be modified.
+            train: the training set as :meth:`Context.place` keeps it: on ``ctx.device``, or pinned on the
+                host when it is too large for the device (take batches with :meth:`ImageSet.take`); must
+                not be modified.
             budget: the norm ball the result is projected onto.
             ctx: device, RNG and precision; every random draw uses ``ctx.generator(...)``.
             meter: record steps and watch the models whose forward passes are the cost.
 
         Shape:
-            float ``(N, C, H, W)``, or ``(K, C, H, W)`` when :attr:`classwise`.
+            float ``(N, C, H, W)`` in [0, 1] units or int8 in 1/255 units (for sample-wise noise on large
+            sets: a bank filled batch by batch with :func:`quantize`), or ``(K, C, H, W)`` when :attr:`classwise`.
         """
 
     def generate(self, train: ImageSet, budget: Budget, ctx: Context) -> Poison:
         """Run the method and return checked int8 noise with its cost in ``stats``."""
         if budget.norm not in self.norms:
             raise PoisonError(f"method {self.name!r} supports norms {self.norms}, not {budget.norm!r}")
-        train = train.to(ctx.device)
+        train = ctx.place(train)
         labels, pixels = train.y.clone(), _fingerprint(train.x)
         meter = Meter()
         if ctx.device.type == "cuda":
@@ -236,7 +278,8 @@ class NoiseMethod(ABC):
         expect = (train.num_classes, *train.shape) if self.classwise else tuple(train.x.shape)
         if tuple(delta.shape) != expect:
             raise PoisonError(f"method {self.name!r} returned noise of shape {tuple(delta.shape)}, expected {expect}")
-        poison = Poison(quantize(delta, budget, None if self.classwise else train.x), self.classwise)
+        poison = Poison(quantize_bank(delta, budget, None if self.classwise else train.x), self.classwise)
+        del delta
         validate_poison(poison, train, budget)
         robust = self._robustness(meter.surrogate, poison, train, ctx)
         poison.delta = poison.delta.cpu()
@@ -257,5 +300,8 @@ class NoiseMethod(ABC):
             return {}
         start = time.perf_counter()
         radius = float(getattr(self.config, "adv_radius", 0.0)) or DEFAULT_RADIUS
+        if len(train) > ROBUSTNESS_IMAGES:  # protect only the images measured, not the whole set
+            head = stratified_index(train, ROBUSTNESS_IMAGES)
+            train, poison = train.subset(head), poison.subset(head)
         out = robustness(model, poison.apply(train), ctx, radius)
         return {**out, "robustness_s": time.perf_counter() - start}

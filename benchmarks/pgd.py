@@ -26,6 +26,21 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Turn off ``requires_grad`` of the parameters while only input gradients are needed (an attack, a noise
+    update): autograd then neither computes nor saves anything for parameter gradients. Restored afterwards;
+    the input gradients are unchanged."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def uniform_like(x: Tensor, radius: float, generator: torch.Generator | None) -> Tensor:
     """i.i.d. uniform noise in ``[-radius, radius]`` with the shape, dtype and device of ``x``."""
     u = torch.rand(x.shape, generator=generator, device=x.device, dtype=torch.float32)
@@ -33,7 +48,7 @@ def uniform_like(x: Tensor, radius: float, generator: torch.Generator | None) ->
 
 
 def pgd_optimize(
-    objective: Callable[[Tensor], Tensor],
+    objective: Callable[[Tensor], Tensor] | None,
     init: Tensor,
     *,
     eps: float,
@@ -42,11 +57,15 @@ def pgd_optimize(
     ascent: bool,
     project: Callable[[Tensor], Tensor] | None = None,
     project_last: bool = True,
+    gradient: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Sign-gradient PGD on a perturbation inside the L-inf ball of radius ``eps``.
 
     Args:
-        objective: maps the perturbation to a scalar loss (differentiable in it).
+        objective: maps the perturbation to a scalar loss (differentiable in it); None when ``gradient``
+            is given.
+        gradient: maps the perturbation (requiring grad) to the objective's gradient, for a caller that
+            computes it in pieces (e.g. one forward/backward per chunk of a large batch).
         init: starting perturbation; not modified.
         eps: L-inf radius; alpha: step size; steps: number of sign steps.
         ascent: maximise the objective (attack) if true, else minimise it (error-minimising noise).
@@ -61,10 +80,15 @@ def pgd_optimize(
     Shape:
         ``init`` and the result have the same shape; float, in the units of ``eps``.
     """
+    if (objective is None) == (gradient is None):
+        raise TypeError("pgd_optimize takes exactly one of objective and gradient")
     delta = init.detach().clone()
     for step in range(steps):
         delta.requires_grad_(True)
-        (grad,) = torch.autograd.grad(objective(delta), delta)
+        if gradient is not None:
+            grad = gradient(delta)
+        else:
+            (grad,) = torch.autograd.grad(objective(delta), delta)  # type: ignore[misc]
         with torch.no_grad():
             delta = delta + alpha * grad.sign() if ascent else delta - alpha * grad.sign()
             delta = delta.clamp_(-eps, eps)
@@ -91,6 +115,7 @@ def pgd(
     generator: torch.Generator | None = None,
     loss_fn: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy,
     box: tuple[float, float] = (0.0, 1.0),
+    start: Tensor | None = None,
 ) -> Tensor:
     """L-inf PGD on the input of ``model`` (BN in eval mode during the attack, mode restored).
 
@@ -101,6 +126,7 @@ def pgd(
         random_start: start uniformly inside the ball (else at zero).
         generator: the RNG of the random start.
         box: the valid range of ``x + delta``.
+        start: a given starting perturbation (projected onto the box) instead of a drawn or zero one.
 
     Returns:
         The perturbation ``delta`` (detached), with ``|delta| <= eps`` and ``x + delta`` inside ``box``.
@@ -112,8 +138,11 @@ def pgd(
     if steps <= 0 or eps <= 0:
         return torch.zeros_like(x)
     project = box_projection(x, *box)
-    init = project(uniform_like(x, eps, generator)) if random_start else torch.zeros_like(x)
-    with eval_mode(model):
+    if start is not None:
+        init = project(start.detach())
+    else:
+        init = project(uniform_like(x, eps, generator)) if random_start else torch.zeros_like(x)
+    with eval_mode(model), frozen(model):
         return pgd_optimize(
             lambda d: loss_fn(model(x + d), y), init, eps=eps, alpha=alpha, steps=steps, ascent=ascent, project=project
         )

@@ -20,7 +20,7 @@ from benchmarks.cache import NoiseCache
 from benchmarks.data import load_dataset, stratified_head
 from benchmarks.errors import UsageError, check_resource, parse_device, parse_radius
 from benchmarks.models import check_victim
-from benchmarks.noise import NoiseMethod, config_hash
+from benchmarks.noise import NoiseMethod, config_hash, result_config
 from benchmarks.noisefile import FileNoise, NoiseFileError
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
@@ -69,7 +69,7 @@ def method_key(method: NoiseMethod, budget: Budget) -> str:
     """Hash of everything that determines the noise besides data and seed (a noise file: its sha256)."""
     if isinstance(method, FileNoise):
         return method.hash
-    return config_hash({"method": method.name, "config": asdict(method.config), "budget": asdict(budget)})
+    return config_hash({"method": method.name, "config": result_config(method.config), "budget": asdict(budget)})
 
 
 def cache_key(method: NoiseMethod, mhash: str, fingerprint: str, seed: int, arithmetic: str = "fp32") -> str | None:

@@ -123,6 +123,18 @@ def smoke(dataset: str) -> Protocol:
                 "step_size": 0.16,
                 "augment": "none",
             },
+            # HYPO: the fixed surrogate is TAP's (the smoke victim recipe), crafting without augmentation
+            "hypo": {
+                "surrogate": "tiny_cnn",
+                "surrogate_steps": 300,
+                "surrogate_lr": 0.05,
+                "surrogate_schedule": "cosine",
+                "augment": "none",
+            },
+            "asr": dict(SMOKE_ROBUST),  # SEM's smoke alternation; weight 1.0, penalty l2
+            # AR: one-channel images cannot reach the response threshold 10 (its search halves it to 5 anyway)
+            "ar": {"min_response": 5.0},
+            "ntga": {"val_size": 1000},  # closed-form FNN NTK, blocks of 512, 10 steps; 1000 validation images
         },
         defenses={"at<k>": SMOKE_AT},
     )
@@ -141,9 +153,11 @@ def tiny(dataset: str) -> Protocol:
         methods={
             **{
                 m: {"surrogate": "tiny_cnn", "steps": 4, "batch_size": 32, "noise_steps": 2}
-                for m in ("em", "rem", "sem")
+                for m in ("em", "rem", "sem", "asr")
             },
             "tap": {"surrogate": "tiny_cnn", "surrogate_steps": 4, "surrogate_batch_size": 32, "steps": 2},
+            "hypo": {"surrogate": "tiny_cnn", "surrogate_steps": 4, "surrogate_batch_size": 32, "steps": 2},
+            "ntga": {"block_size": 64, "val_size": 64, "steps": 2},
             "em-cw": {"surrogate": "tiny_cnn", "batch_size": 64, "max_rounds": 2, "train_steps": 2},
         },
     )

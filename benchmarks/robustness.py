@@ -17,16 +17,19 @@ Methods without a surrogate (random, sc, clean) have neither number.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.data import stratified_head
 from benchmarks.pgd import pgd
-from benchmarks.types import Context, ImageSet
+from benchmarks.types import CHUNK_BYTES, Context, ImageSet
 
 DEFAULT_RADIUS = 4.0  # rho_a in 1/255 units when the method's surrogate was trained without AT
 PGD_STEPS = 10
+ROBUSTNESS_IMAGES = 2000  # a class-balanced head of the protected set (stratified_head)
 
 
 def robustness(
@@ -34,7 +37,7 @@ def robustness(
     protected: ImageSet,
     ctx: Context,
     radius: float = DEFAULT_RADIUS,
-    max_images: int = 2000,
+    max_images: int = ROBUSTNESS_IMAGES,
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Surrogate robustness and noise robustness of ``model`` on ``protected`` at L-inf ``radius``/255.
@@ -45,6 +48,7 @@ def robustness(
         noise), ``noise_robustness`` (= -noise_loss_rise), ``robustness_radius`` and ``robustness_images``.
     """
     data = stratified_head(protected, min(max_images, len(protected))).to(ctx.device)
+    batch_size = max(1, min(batch_size, CHUNK_BYTES // (4 * math.prod(data.shape))))  # float batch <= one chunk
     g = ctx.generator("robustness")
     was_training = model.training
     model.eval()

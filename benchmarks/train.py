@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from benchmarks import augment
 from benchmarks.pgd import pgd
-from benchmarks.types import Context, ImageSet
+from benchmarks.types import Context, ImageSet, row_chunks, take_rows
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,34 @@ class Defense:
         """The defense's parameters, stored with every result."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    #: whether :meth:`preprocess` treats every image on its own: then it runs a chunk of images at a time on the
+    #: device (float work per chunk, whatever the set's size); a defense that fits something to the whole set
+    #: sets this to False and gets the whole set at once
+    per_image: ClassVar[bool] = True
+
     def preprocess(self, x: Tensor) -> Tensor:
         """Applied once to the uint8 training images. Shape: uint8 ``(N, C, H, W)`` -> same."""
         return x
+
+    def preprocess_set(self, x: Tensor, device: torch.device) -> Tensor:
+        """:meth:`preprocess` of a whole training set, where it lives (chunk by chunk on ``device`` when per image).
+
+        Shape: uint8 ``(N, C, H, W)`` -> same, on the device of ``x``.
+        """
+        if type(self).preprocess is Defense.preprocess:
+            return x
+        if not self.per_image:
+            return self._checked(self.preprocess(x.to(device)), x).to(x.device)
+        out = torch.empty_like(x)
+        for rows in row_chunks(len(x), 4 * x[0].numel()):
+            out[rows] = self._checked(self.preprocess(x[rows].to(device, non_blocking=True)), x[rows]).to(x.device)
+        return out
+
+    def _checked(self, out: Tensor, x: Tensor) -> Tensor:
+        if out.dtype != torch.uint8 or out.shape != x.shape:
+            got = f"{out.dtype} {tuple(out.shape)}"
+            raise ValueError(f"defense {self.name}: preprocess must return uint8 {tuple(x.shape)}, got {got}")
+        return out
 
     def augment(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Per batch on the device after the standard augmentation; ``y`` may become soft ``(N, K)``."""
@@ -198,13 +223,15 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``train`` under ``defense`` and report clean test accuracy.
 
-    Data stay uint8 on ``ctx.device``; each batch is converted, augmented and attacked there.
+    Data stay uint8 on ``ctx.device`` (or pinned on the host when larger than the device's share,
+    :meth:`Context.place`); each batch is copied, converted, augmented and attacked on the device.
     Evaluates every ``recipe.eval_every`` steps and at the end: ``final_acc`` is the last
     evaluation, ``peak_acc`` the best one (oracle early stopping, reported separately).
     """
     start = time.perf_counter()
     model = ctx.prepare(model).train()
-    x_all = defense.preprocess(train.x.to(ctx.device))
+    train = ctx.place(train)  # on the device, or pinned on the host and streamed batch by batch
+    x_all = defense.preprocess_set(train.x, ctx.device)
     if x_all.dtype != torch.uint8 or x_all.shape != train.x.shape:
         raise ValueError(f"defense {defense.name}: preprocess must return uint8 {tuple(train.x.shape)}")
     y_all = train.y.to(ctx.device)
@@ -218,7 +245,7 @@ def fit(
     for step, idx in enumerate(batches(len(train), recipe.batch_size, g_data, ctx.device)):
         if step >= recipe.steps:
             break
-        x = recipe.train_augment(x_all[idx].float().div_(255), g_aug)
+        x = recipe.train_augment(take_rows(x_all, idx, ctx.device).float().div_(255), g_aug)
         y = F.one_hot(y_all[idx], train.num_classes).float() if defense.soft_labels else y_all[idx]
         x, y = defense.augment(x, y, g_aug)
         if ctx.channels_last:

@@ -7,6 +7,7 @@ normalise inside; noise is int8 in 1/255 units and is applied with exact integer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 from collections.abc import Iterator
@@ -15,6 +16,26 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+
+#: the float working set of whole-set elementwise work (quantising, checking and applying noise, preprocessing a
+#: training set): such work runs a chunk of rows at a time, so its float temporaries stay this small
+CHUNK_BYTES = 1 << 23
+
+#: a training set whose uint8 images and int8 noise bank (2 bytes per pixel) take more than this share of the
+#: device's memory stays on the host (pinned); its batches are copied to the device as used (:meth:`Context.place`)
+RESIDENT_SHARE = 0.5
+
+
+def row_chunks(n: int, row_bytes: int, chunk_bytes: int = CHUNK_BYTES) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` whose rows take at most ``chunk_bytes`` (at least one row each)."""
+    step = max(1, chunk_bytes // max(row_bytes, 1))
+    for start in range(0, n, step):
+        yield slice(start, min(start + step, n))
+
+
+def take_rows(x: Tensor, index: Tensor, device: torch.device) -> Tensor:
+    """``x[index]`` on ``device``, wherever ``x`` lives (a pinned host copy is copied asynchronously)."""
+    return x[index.to(x.device)].to(device, non_blocking=True)
 
 
 @dataclass(frozen=True)
@@ -55,6 +76,14 @@ class ImageSet:
         index = index.to(self.x.device)
         return ImageSet(self.x[index], self.y[index], self.num_classes, name or self.name)
 
+    def take(self, index: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+        """One batch on ``device``, wherever the set lives (the device, or pinned host memory when streamed).
+
+        Shape:
+            index: int64 ``(B,)`` on any device; result: uint8 ``(B, C, H, W)`` and int64 ``(B,)``.
+        """
+        return take_rows(self.x, index, device), take_rows(self.y, index, device)
+
     def with_images(self, x: Tensor, name: str | None = None) -> ImageSet:
         return ImageSet(x, self.y, self.num_classes, name or self.name)
 
@@ -90,9 +119,12 @@ class Budget:
         return self.radius / 255
 
     def norms(self, delta: Tensor) -> Tensor:
-        """Per-sample norm of int/float noise in 1/255 units. Shape: ``(N,)``."""
-        flat = delta.flatten(1).float()
-        return flat.abs().amax(1) if self.norm == "linf" else flat.norm(dim=1)
+        """Per-sample norm of int/float noise in 1/255 units, a chunk of rows at a time. Shape: ``(N,)``."""
+        out = torch.empty(len(delta), device=delta.device)
+        for rows in row_chunks(len(delta), 4 * delta[0].numel() if len(delta) else 1):
+            flat = delta[rows].flatten(1).float()
+            out[rows] = torch.linalg.vector_norm(flat, math.inf if self.norm == "linf" else 2, dim=1)
+        return out
 
 
 @dataclass
@@ -111,13 +143,26 @@ class Poison:
         """Sample-wise int8 noise ``(N, C, H, W)`` (class-wise noise expanded by label)."""
         return self.delta[y.to(self.delta.device)] if self.classwise else self.delta
 
+    def subset(self, index: Tensor) -> Poison:
+        """The noise of the images ``index`` (class-wise noise is the same for every subset)."""
+        return self if self.classwise else Poison(self.delta[index.to(self.delta.device)], False, self.stats)
+
     def apply(self, data: ImageSet) -> ImageSet:
-        """The protected set a data owner would publish: ``clip(int16(x) + delta, 0, 255)`` as uint8."""
-        delta = self.per_sample(data.y).to(data.x.device)
-        if delta.shape != data.x.shape:
-            raise ValueError(f"noise shape {tuple(delta.shape)} does not match images {tuple(data.x.shape)}")
-        x = (data.x.to(torch.int16) + delta.to(torch.int16)).clamp_(0, 255).to(torch.uint8)
-        return data.with_images(x)
+        """The protected set a data owner would publish: ``clip(int16(x) + delta, 0, 255)`` as uint8.
+
+        Computed a chunk of images at a time where ``data`` lives: besides the result (1 byte per pixel), the
+        working set is one chunk's int16 sums.
+        """
+        expect = (self.delta.shape[0], *data.shape) if self.classwise else tuple(data.x.shape)
+        if tuple(self.delta.shape) != expect:
+            raise ValueError(f"noise shape {tuple(self.delta.shape)} does not match images {tuple(data.x.shape)}")
+        delta = self.delta.to(data.x.device)
+        y = data.y.to(data.x.device)
+        out = torch.empty_like(data.x)
+        for rows in row_chunks(len(data), 2 * math.prod(data.shape)):
+            d = delta[y[rows]] if self.classwise else delta[rows]
+            out[rows] = (data.x[rows].to(torch.int16) + d).clamp_(0, 255)
+        return data.with_images(out)
 
 
 def derive_seed(*parts: object) -> int:
@@ -149,6 +194,8 @@ class Context:
     precision: str = "fp32"
     channels_last: bool | None = None  # None = on for CUDA
     progress: bool = True
+    #: a training set whose images take more than this share of the device's memory is streamed (:meth:`place`)
+    resident_share: float = RESIDENT_SHARE
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
@@ -200,5 +247,23 @@ class Context:
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
+    def place(self, data: ImageSet) -> ImageSet:
+        """``data`` where the engine keeps it: on the device, unless its images and a noise bank for them (2
+        bytes per pixel) take more than ``resident_share`` of a CUDA device's memory; then on the host, pinned,
+        with the noise bank next to it, and every consumer copies one batch at a time (:meth:`ImageSet.take`).
+        The device then holds only the model and the work of a batch."""
+        if not self.streams(data):
+            return data.to(self.device)
+        x, y = data.x.cpu(), data.y.cpu()
+        return ImageSet(x if x.is_pinned() else x.pin_memory(), y, data.num_classes, data.name)
+
+    def device_memory(self) -> int:
+        """Total memory of the device in bytes (CUDA); 0 elsewhere, where the host is the device."""
+        return torch.cuda.get_device_properties(self.device).total_memory if self.device.type == "cuda" else 0
+
+    def streams(self, data: ImageSet) -> bool:
+        """Whether :meth:`place` keeps ``data`` on the host."""
+        return self.device.type == "cuda" and 2 * data.x.numel() > self.resident_share * self.device_memory()
+
     def with_seed(self, seed: int) -> Context:
-        return Context(self.device, seed, self.precision, self.channels_last, self.progress)
+        return dataclasses.replace(self, seed=seed)

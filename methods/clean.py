@@ -24,4 +24,4 @@ class Clean(NoiseMethod):
         pass
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        return torch.zeros(train.x.shape, device=ctx.device)
+        return torch.zeros(train.x.shape, dtype=torch.int8, device=train.x.device)  # 1 byte per pixel

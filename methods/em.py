@@ -30,12 +30,15 @@ from benchmarks.pgd import box_projection, eval_mode, pgd_optimize
 from benchmarks.registry import METHODS
 from benchmarks.train import TrainRecipe, batches, make_optimizer, sgd_step
 from benchmarks.types import Budget, Context, ImageSet
-from methods._minmin import MinMinConfig, build_surrogate, run_minmin
+from methods._minmin import MinMinConfig, Objective, build_surrogate, run_minmin
 
 
-def cross_entropy_objective(model: nn.Module, views: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-    """EM's noise objective: the surrogate's loss on the protected views."""
+def _cross_entropy(model: nn.Module, views: Tensor, y: Tensor, unit: Tensor | None) -> Tensor:
     return F.cross_entropy(model(views), y)
+
+
+#: EM's noise objective: the surrogate's loss on the protected views (no random draw)
+cross_entropy_objective = Objective(_cross_entropy)
 
 
 @METHODS.register("em")
@@ -122,13 +125,13 @@ class ClassWiseErrorMinimizing(NoiseMethod):
             while rounds < cfg.max_rounds and error >= cfg.stop_error:
                 model.train()
                 for _ in range(cfg.train_steps):
-                    idx = next(stream)
-                    x = train.x[idx].float() / 255 + patterns[train.y[idx]]  # official: no clamp here
+                    x_u8, y = train.take(next(stream), ctx.device)
+                    x = x_u8.float() / 255 + patterns[y]  # official: no clamp here
                     with ctx.autocast():
-                        sgd_step(model, opt, F.cross_entropy(model(x), train.y[idx]), recipe, meter.steps)
+                        sgd_step(model, opt, F.cross_entropy(model(x), y), recipe, meter.steps)
                     meter.steps += 1
                 for idx in batches(len(subset), cfg.batch_size, g, ctx.device, epochs=1):
-                    self._update_patterns(model, subset.x[idx], subset.y[idx], patterns, budget, ctx)
+                    self._update_patterns(model, *subset.take(idx, ctx.device), patterns, budget, ctx)
                 error = self._error(model, subset, patterns, ctx)
                 rounds += 1
                 bar.update(1)
@@ -174,7 +177,7 @@ class ClassWiseErrorMinimizing(NoiseMethod):
         with eval_mode(model):
             wrong = 0
             for i in range(0, len(data), 1000):
-                x, y = data.x[i : i + 1000].float() / 255, data.y[i : i + 1000]
+                x, y = data.x[i : i + 1000].to(ctx.device).float() / 255, data.y[i : i + 1000].to(ctx.device)
                 with ctx.autocast():
                     wrong += int((model(x + patterns[y]).argmax(1) != y).sum())
         return wrong / len(data)

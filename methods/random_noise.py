@@ -6,15 +6,16 @@ the victim's accuracy close to the clean baseline.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from benchmarks.noise import Meter, NoiseMethod
+from benchmarks.noise import Meter, NoiseMethod, quantize
 from benchmarks.pgd import uniform_like
 from benchmarks.registry import METHODS
-from benchmarks.types import Budget, Context, ImageSet
+from benchmarks.types import Budget, Context, ImageSet, row_chunks
 
 
 @METHODS.register("random")
@@ -35,5 +36,14 @@ class RandomNoise(NoiseMethod):
         classwise: bool = False  # one pattern per class instead of one per image
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
-        shape = (train.num_classes, *train.shape) if self.classwise else tuple(train.x.shape)
-        return uniform_like(torch.empty(shape, device=ctx.device), budget.eps, ctx.generator(self.name))
+        """Drawn and quantised a chunk of images at a time into an int8 bank where the images live.
+
+        On the CPU the draws equal one draw of the whole bank (the generator's stream is consumed in order).
+        """
+        rows = train.num_classes if self.classwise else len(train)
+        bank = torch.empty((rows, *train.shape), dtype=torch.int8, device=train.x.device)
+        g = ctx.generator(self.name)
+        for chunk in row_chunks(rows, 4 * math.prod(train.shape)):
+            draw = uniform_like(torch.empty(bank[chunk].shape, device=ctx.device), budget.eps, g)
+            bank[chunk] = quantize(draw, budget, None if self.classwise else train.x[chunk])
+        return bank

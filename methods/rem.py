@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -17,7 +16,7 @@ from benchmarks.noise import Meter, NoiseMethod
 from benchmarks.pgd import pgd
 from benchmarks.registry import METHODS
 from benchmarks.types import Budget, Context, ImageSet
-from methods._minmin import MinMinConfig, run_minmin
+from methods._minmin import MinMinConfig, Objective, run_minmin
 
 
 @METHODS.register("rem")
@@ -40,18 +39,17 @@ class RobustErrorMinimizing(NoiseMethod):
         inner_steps: int = 10  # K_a
         inner_step_size: float = 0.8  # alpha_a, 1/255
 
-    def objective(self, model: nn.Module, views: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """CE at the worst point of the rho_a ball around each view (the ball's point is detached)."""
+    @property
+    def objective(self) -> Objective:
+        """CE at the worst point of the rho_a ball around each view (the ball's point is detached); the inner
+        PGD starts at a uniform point of the ball (drawn only when there is an inner maximisation)."""
+        return Objective(self._loss, draws=self.config.inner_steps > 0 and self.config.inner_radius > 0)
+
+    def _loss(self, model: nn.Module, views: Tensor, y: Tensor, unit: Tensor | None) -> Tensor:
         cfg = self.config
-        delta_a = pgd(
-            model,
-            views,
-            y,
-            eps=cfg.inner_radius / 255,
-            alpha=cfg.inner_step_size / 255,
-            steps=cfg.inner_steps,
-            generator=generator,
-        )
+        eps = cfg.inner_radius / 255
+        start = None if unit is None else unit * eps
+        delta_a = pgd(model, views, y, eps=eps, alpha=cfg.inner_step_size / 255, steps=cfg.inner_steps, start=start)
         return F.cross_entropy(model(views + delta_a), y)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:

@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from sklearn.datasets import make_classification
 from torch import Tensor
 
-from benchmarks.noise import Meter, NoiseMethod
+from benchmarks.noise import Meter, NoiseMethod, quantize
 from benchmarks.registry import METHODS
-from benchmarks.types import Budget, Context, ImageSet, derive_seed
+from benchmarks.types import Budget, Context, ImageSet, derive_seed, row_chunks
 
 
 @METHODS.register("sc")
@@ -69,12 +69,16 @@ class SyntheticShortcut(NoiseMethod):
             random_state=derive_seed(ctx.seed, self.name) % 2**32,
         )
         grid = torch.as_tensor(points, dtype=torch.float32).view(-1, gh, gw, c).permute(0, 3, 1, 2)
-        noise = F.interpolate(grid, scale_factor=self.config.patch, mode="nearest")[:, :, :h, :w]
-        noise = noise * (budget.eps / noise.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
-        out = torch.empty(train.x.shape, dtype=torch.float32)
-        labels_t = torch.as_tensor(labels)
-        y = train.y.cpu()
+        # which synthetic point each image gets: the first points of its class, in data-set order
+        labels_t, y = torch.as_tensor(labels), train.y.cpu()
+        source = torch.empty(len(train), dtype=torch.int64)
         for k in range(train.num_classes):  # one vectorised assignment per class
             targets = (y == k).nonzero().squeeze(1)
-            out[targets] = noise[(labels_t == k).nonzero().squeeze(1)[: len(targets)]]
-        return out.to(ctx.device)
+            source[targets] = (labels_t == k).nonzero().squeeze(1)[: len(targets)]
+        # patches upsampled, scaled and quantised a chunk of images at a time into an int8 bank
+        bank = torch.empty(train.x.shape, dtype=torch.int8, device=train.x.device)
+        for rows in row_chunks(len(train), 4 * c * h * w):
+            noise = F.interpolate(grid[source[rows]], scale_factor=self.config.patch, mode="nearest")[:, :, :h, :w]
+            noise = noise * (budget.eps / noise.flatten(1).norm(dim=1).clamp_min(1e-12)).view(-1, 1, 1, 1)
+            bank[rows] = quantize(noise, budget, train.x[rows])
+        return bank

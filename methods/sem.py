@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from benchmarks.noise import Meter, NoiseMethod
-from benchmarks.pgd import uniform_like
 from benchmarks.registry import METHODS
 from benchmarks.types import Budget, Context, ImageSet
-from methods._minmin import MinMinConfig, run_minmin
+from methods._minmin import MinMinConfig, Objective, run_minmin
 
 
 @METHODS.register("sem")
@@ -53,14 +51,18 @@ class StableErrorMinimizing(NoiseMethod):
             """The sampling radius in use, 1/255 units."""
             return self.adv_radius if self.sample_radius is None else self.sample_radius
 
-    def objective(self, model: nn.Module, views: Tensor, y: Tensor, generator: torch.Generator) -> Tensor:
-        """CE at one uniform random point of the rho_r ball around each view, clamped to the valid box.
+    @property
+    def objective(self) -> Objective:
+        """CE at one uniform random point r of the rho_r ball around each view, clamped to the valid box.
 
         As in the reference, the gradient at the clamped point reaches the view unchanged (straight
         through the clamp): a pixel that r pushes outside [0, 1] still passes its gradient on.
         """
-        r = uniform_like(views.detach(), self.config.rho_r / 255, generator)
-        point = (views.detach() + r).clamp_(0, 1)
+        return Objective(self._loss, draws=True)
+
+    def _loss(self, model: nn.Module, views: Tensor, y: Tensor, unit: Tensor | None) -> Tensor:
+        assert unit is not None  # Objective(draws=True) always passes the draw
+        point = (views.detach() + unit * (self.config.rho_r / 255)).clamp_(0, 1)
         return F.cross_entropy(model(views + (point - views).detach()), y)
 
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:

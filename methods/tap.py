@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from benchmarks import augment
 from benchmarks.data import stratified_head
 from benchmarks.models import create_victim
-from benchmarks.noise import Meter, NoiseMethod
-from benchmarks.pgd import box_projection, eval_mode, pgd_optimize, uniform_like
+from benchmarks.noise import Meter, NoiseMethod, quantize
+from benchmarks.pgd import box_projection, eval_mode, frozen, pgd_optimize, uniform_like
 from benchmarks.registry import DEFENSES, METHODS
 from benchmarks.train import TrainRecipe, evaluate, fit
 from benchmarks.types import Budget, Context, ImageSet
@@ -131,7 +131,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
 
         project = box_projection(x)
         init = project(uniform_like(x, budget.eps, generator))
-        with eval_mode(model):
+        with eval_mode(model), frozen(model):
             return pgd_optimize(
                 loss, init, eps=budget.eps, alpha=cfg.step_size / 255, steps=cfg.steps, ascent=False, project=project
             )
@@ -140,12 +140,14 @@ class TargetedAdversarialPoisoning(NoiseMethod):
         cfg = self.config
         model = self.surrogate_model(train, ctx, meter)
         generator = ctx.generator(self.name, "craft")
-        out = torch.empty(train.x.shape, dtype=torch.float32, device=ctx.device)
+        bank = torch.empty_like(train.x, dtype=torch.int8)  # int8 where the images live; float work per batch
         with meter.watch(model):
             starts = range(0, len(train), cfg.batch_size)
             for i in tqdm(starts, desc="tap craft", disable=not ctx.progress, leave=False):
-                x, y = train.x[i : i + cfg.batch_size].float().div_(255), train.y[i : i + cfg.batch_size]
+                rows = slice(i, i + cfg.batch_size)
+                x_u8, y = train.x[rows].to(ctx.device, non_blocking=True), train.y[rows].to(ctx.device)
                 target = target_labels(y, train.num_classes, cfg.shift)
-                out[i : i + len(y)] = self.craft(model, x, target, budget, generator, ctx)
+                noise = self.craft(model, x_u8.float().div_(255), target, budget, generator, ctx)
+                bank[rows] = quantize(noise, budget, x_u8).to(bank.device)
                 meter.steps += cfg.steps
-        return out
+        return bank

@@ -26,6 +26,9 @@ TINY: dict[str, dict[str, Any]] = {
     "rem": {"surrogate": "tiny_cnn", "steps": 2, "batch_size": 16, "noise_steps": 2, "samples": 2, "adv_steps": 2},
     "tap": {"surrogate": "tiny_cnn", "surrogate_steps": 3, "surrogate_batch_size": 16, "steps": 2, "batch_size": 16},
     "sem": {"surrogate": "tiny_cnn", "steps": 2, "batch_size": 16, "noise_steps": 2, "samples": 2, "adv_steps": 2},
+    "hypo": {"surrogate": "tiny_cnn", "surrogate_steps": 3, "surrogate_batch_size": 16, "steps": 2, "batch_size": 16},
+    "asr": {"surrogate": "tiny_cnn", "steps": 2, "batch_size": 16, "noise_steps": 2, "samples": 2, "adv_steps": 2},
+    "ntga": {"block_size": 8, "val_size": 16, "steps": 2},
 }
 
 # Methods whose noise does not depend on the seed.

@@ -67,10 +67,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: p
         method, _, variant = name.partition("/")
         sem = results.get(f"sem/{variant}", {}).get("mean_s") if variant else None
         ratio = f"  {row['mean_s'] / sem:6.2f}x SEM" if sem else ""
+        if "speedup_vs_reference_style" in row:
+            ratio = f"  {row['speedup_vs_reference_style']:5.2f}x faster than the reference-style step"
         rate = f", {row['images_per_s']:.0f} images/s" if row["images_per_s"] else ""
+        per_image = row["forward_images_per_image"]
+        passes = f", {per_image:.0f} forward passes/image" if per_image else ""
         flops = f", {row['achieved_tflops']:.2f} TFLOP/s" if "achieved_tflops" in row else ""
         terminalreporter.write_line(
-            f"{name:<28} {row['mean_s'] * 1e3:10.2f} ms  (min {row['min_s'] * 1e3:.2f}, {row['rounds']} rounds, "
-            f"{row['forward_images_per_image']:.0f} forward passes/image{rate}{flops}){ratio}  "
+            f"{name:<28} {row['mean_s'] * 1e3:10.2f} ms  (min {row['min_s'] * 1e3:.2f}, {row['rounds']} rounds"
+            f"{passes}{rate}{flops}){ratio}  "
             f"[{row['device']}, {row['arch']}, batch {row['batch']}]"
         )

@@ -218,3 +218,90 @@ def test_eot_augmentation(benchmark: Any, speed_results: dict, batch: ImageSet, 
 
     benchmark.pedantic(run, rounds=max(ROUNDS, 5), warmup_rounds=WARMUP)
     _record(speed_results, f"eot_crop_flip_{impl}", benchmark, Meter())
+
+
+def _reference_sem_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x_u8: torch.Tensor, y: torch.Tensor, sem: Any
+) -> None:
+    """One SEM generation step the way the authors' code runs it (algorithms.md 5.2-5.3), for the ratio below.
+
+    The surrogate's parameters are frozen (``requires_grad=False``) during the noise update; each of the K_u sign
+    steps runs J separate forwards of the B images, every view augmented image by image in a Python loop, and
+    sums the samples' gradients; then PGD-10 adversarial training on the batch augmented the same way, one SGD
+    step. Written from the algorithm, not from the authors' code.
+    """
+    cfg = sem.config
+    eps, alpha, rho = BUDGET.eps, cfg.noise_step_size / 255, cfg.rho_r / 255
+    x = x_u8.float() / 255
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    delta = (torch.rand_like(x) * 2 - 1) * eps
+    for _ in range(cfg.noise_steps):
+        delta.requires_grad_(True)
+        for _ in range(cfg.samples):  # one forward of B images per EOT sample, gradients summed
+            views = _reference_crop_flip((x + delta).clamp(0, 1))
+            point = (views.detach() + (torch.rand_like(views) * 2 - 1) * rho).clamp(0, 1)
+            torch.nn.functional.cross_entropy(model(views + (point - views).detach()), y).backward()
+        with torch.no_grad():
+            delta = (delta - alpha * delta.grad.sign()).clamp(-eps, eps)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    protected = _reference_crop_flip((x + delta).clamp(0, 1))
+    adv = protected + (torch.rand_like(protected) * 2 - 1) * cfg.adv_radius / 255
+    for _ in range(cfg.adv_steps):  # the attack of adversarial training, BN in eval mode
+        adv = adv.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(adv), y), adv)
+        step = adv.detach() + cfg.adv_step_size / 255 * grad.sign()
+        adv = (protected + (step - protected).clamp(-cfg.adv_radius / 255, cfg.adv_radius / 255)).clamp(0, 1)
+    model.train()
+    opt.zero_grad(set_to_none=True)
+    torch.nn.functional.cross_entropy(model(adv.detach()), y).backward()
+    opt.step()
+
+
+#: ours on the CPU: default layout, and channels_last (``Context.channels_last``, on by default only on CUDA)
+LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last"))
+
+
+@pytest.mark.timeout(0)  # at ResNet-18 on a 2-core CPU one round of the three steps takes minutes
+def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) -> None:
+    """Seconds per SEM generation step at the reference settings (K_u 10, J 5, PGD-10 adversarial training):
+    the authors' way (:func:`_reference_sem_step`) against the suite's step with each layout of
+    ``UEB_BENCH_LAYOUT``, interleaved round by round in one process, so the ratio compares like with like."""
+    sem = METHODS.get("sem")(surrogate=ARCH)
+    contenders: dict[str, Any] = {}
+    ref_ctx = _ctx("fp32")
+    ref_model = ref_ctx.prepare(VICTIMS.get(ARCH)(10, 3))
+    ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    contenders["reference_style"] = lambda: _reference_sem_step(ref_model, ref_opt, batch.x, batch.y, sem)
+    for layout in LAYOUT_AXIS:
+        ctx = Context(DEVICE, 0, "fp32", channels_last=layout == "channels_last" or ON_GPU, progress=False)
+        ctx.set_numerics()
+        run = start_alternation(batch, BUDGET, ctx, sem.config, sem.objective, "sem")
+        contenders[f"ours_{layout}"] = lambda run=run: run.step(batch.x, batch.y, 1)
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for round_ in range(WARMUP + ROUNDS):
+        for name, step in contenders.items():
+            _sync()
+            start = time.perf_counter()
+            step()
+            _sync()
+            if round_ >= WARMUP:
+                times[name].append(time.perf_counter() - start)
+    ref = sum(times["reference_style"]) / ROUNDS
+    for name, seconds in times.items():
+        mean = sum(seconds) / ROUNDS
+        speed_results[f"sem_reference_settings/{name}"] = {
+            "mean_s": mean,
+            "min_s": min(seconds),
+            "rounds": ROUNDS,
+            "speedup_vs_reference_style": ref / mean,
+            "forward_images_per_image": 0,
+            "images_per_s": 0,
+            "device": device_name(DEVICE),
+            "arch": ARCH,
+            "batch": BATCH,
+            "threads": torch.get_num_threads(),
+        }
+    assert all(len(v) == ROUNDS for v in times.values())
