@@ -31,14 +31,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from benchmarks import augment
-from benchmarks.noise import Meter, NoiseMethod, quantize
+from benchmarks.noise import Meter, NoiseMethod
 from benchmarks.pgd import box_projection, eval_mode, frozen, pgd_optimize, uniform_like
 from benchmarks.registry import METHODS
 from benchmarks.types import Budget, Context, ImageSet
-from methods.tap import TargetedAdversarialPoisoning
+from methods.tap import TargetedAdversarialPoisoning, craft_bank
 
 
 @METHODS.register("hypo")
@@ -129,14 +128,6 @@ class HypocriticalPerturbation(NoiseMethod):
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
         cfg = self.config
         model = self.surrogate_model(train, ctx, meter)
-        generator = ctx.generator(self.name, "craft")
-        bank = torch.empty_like(train.x, dtype=torch.int8)  # int8 where the images live; float work per batch
-        with meter.watch(model):
-            starts = range(0, len(train), cfg.batch_size)
-            for i in tqdm(starts, desc="hypo craft", disable=not ctx.progress, leave=False):
-                rows = slice(i, i + cfg.batch_size)
-                x_u8, y = train.x[rows].to(ctx.device, non_blocking=True), train.y[rows].to(ctx.device)
-                noise = self.craft(model, x_u8.float().div_(255), y, budget, generator, ctx)
-                bank[rows] = quantize(noise, budget, x_u8).to(bank.device)
-                meter.steps += cfg.steps
-        return bank
+        return craft_bank(
+            self.name, self.craft, model, train, budget, ctx, meter, cfg.batch_size, cfg.steps, lambda y: y
+        )

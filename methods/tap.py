@@ -11,6 +11,7 @@ from ``checkpoint``, a ``.safetensors`` state dict of the ``surrogate`` architec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,15 +140,37 @@ class TargetedAdversarialPoisoning(NoiseMethod):
     def perturb(self, train: ImageSet, budget: Budget, ctx: Context, meter: Meter) -> Tensor:
         cfg = self.config
         model = self.surrogate_model(train, ctx, meter)
-        generator = ctx.generator(self.name, "craft")
-        bank = torch.empty_like(train.x, dtype=torch.int8)  # int8 where the images live; float work per batch
-        with meter.watch(model):
-            starts = range(0, len(train), cfg.batch_size)
-            for i in tqdm(starts, desc="tap craft", disable=not ctx.progress, leave=False):
-                rows = slice(i, i + cfg.batch_size)
-                x_u8, y = train.x[rows].to(ctx.device, non_blocking=True), train.y[rows].to(ctx.device)
-                target = target_labels(y, train.num_classes, cfg.shift)
-                noise = self.craft(model, x_u8.float().div_(255), target, budget, generator, ctx)
-                bank[rows] = quantize(noise, budget, x_u8).to(bank.device)
-                meter.steps += cfg.steps
-        return bank
+        return craft_bank(
+            self.name, self.craft, model, train, budget, ctx, meter, cfg.batch_size, cfg.steps,
+            lambda y: target_labels(y, train.num_classes, cfg.shift),
+        )  # fmt: skip
+
+
+def craft_bank(
+    name: str,
+    craft: Callable[[nn.Module, Tensor, Tensor, Budget, torch.Generator, Context], Tensor],
+    model: nn.Module,
+    train: ImageSet,
+    budget: Budget,
+    ctx: Context,
+    meter: Meter,
+    batch_size: int,
+    steps: int,
+    labels: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Noise of a fixed model for every image, one sequential batch at a time, into an int8 bank where the images
+    live (TAP: toward ``labels(y)`` = shifted targets; HYPO: the true labels). ``steps`` per batch go to ``meter``.
+
+    Shape:
+        result: int8 ``(N, C, H, W)`` in 1/255 units.
+    """
+    generator = ctx.generator(name, "craft")
+    bank = torch.empty_like(train.x, dtype=torch.int8)  # float work per batch
+    with meter.watch(model):
+        for i in tqdm(range(0, len(train), batch_size), desc=f"{name} craft", disable=not ctx.progress, leave=False):
+            rows = slice(i, i + batch_size)
+            x_u8, y = train.x[rows].to(ctx.device, non_blocking=True), train.y[rows].to(ctx.device)
+            noise = craft(model, x_u8.float().div_(255), labels(y), budget, generator, ctx)
+            bank[rows] = quantize(noise, budget, x_u8).to(bank.device)
+            meter.steps += steps
+    return bank
