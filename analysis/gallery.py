@@ -32,6 +32,7 @@ from benchmarks.plan import load_data, load_noise_files, make_plan
 from benchmarks.plugins import load_plugins
 from benchmarks.poisons import GenerationFailure, get_poison
 from benchmarks.spec import DEFAULT_CACHE, CampaignSpec
+from benchmarks.types import Poison
 
 PROG = "python -m analysis.gallery"
 
@@ -66,7 +67,8 @@ def gallery(
 
     Args:
         images: uint8 ``(N, C, H, W)``, the clean images to show (all of them).
-        poisons: row label -> int8 noise ``(N, C, H, W)`` in 1/255 units for exactly these images.
+        poisons: row label -> the change of exactly these images in 1/255 units, ``(N, C, H, W)``: int8 noise, or
+            int16 ``protected - clean`` (:meth:`Poison.difference`, for methods that keep protected images).
         out_path: the PNG to write (atomically).
 
     Raises:
@@ -79,8 +81,8 @@ def gallery(
         raise ValueError("gallery needs at least one poison")
     deltas = {label: _numpy(d) for label, d in poisons.items()}
     for label, d in deltas.items():
-        if d.dtype != np.int8 or d.shape != x.shape:
-            raise ValueError(f"noise {label!r} must be int8 {x.shape}, got {d.dtype} {d.shape}")
+        if d.dtype not in (np.int8, np.int16) or d.shape != x.shape:
+            raise ValueError(f"noise {label!r} must be int8 or int16 {x.shape}, got {d.dtype} {d.shape}")
     n = x.shape[0]
     fig, axes = subplots(len(deltas), 3 * n, figsize=(3 * n * 1.0, len(deltas) * 1.05 + 0.3), squeeze=False)
     for r, (label, d) in enumerate(deltas.items()):
@@ -156,15 +158,17 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         return fail(prog, err)
     train = train.to(plan.ctx.device)
     plan.ctx.set_numerics()
-    rows: dict[str, torch.Tensor] = {}
+    rows: dict[str, Poison] = {}
     for label, method in plan.variants.items():
         budget = method.budget(train.shape, plan.radius)
         poison = get_poison(method, train, budget, plan.protocol.dataset, plan.cache, plan.ctx, args.seed)
         if isinstance(poison, GenerationFailure):
             return fail(prog, f"{label}: {poison.error}")
-        rows[label] = poison.per_sample(train.y).cpu()
+        rows[label] = poison
     index = pick(train.y, args.n)
-    out = gallery(train.x[index].cpu(), {label: d[index] for label, d in rows.items()}, args.out)
+    shown = train.subset(index)
+    changes = {label: poison.subset(index).difference(shown).cpu() for label, poison in rows.items()}
+    out = gallery(shown.x.cpu(), changes, args.out)
     print(f"gallery: {args.dataset}, preset {args.preset}, seed {args.seed}, images {index.tolist()} -> {out}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Noise cache: one compressed ``.npz`` of int8 noise per (data set, method config, seed).
+"""Noise cache: one compressed ``.npz`` of int8 noise (or uint8 protected images) per (data set, method config, seed).
 
 Loaded with ``allow_pickle=False``; the noise carries a sha256 checksum and its budget is re-checked
 on load. A corrupted, truncated or mismatched file is reported and regenerated, never used.
@@ -39,7 +39,9 @@ class NoiseCache:
 
     def save(self, path: Path, poison: Poison) -> None:
         delta = poison.delta.cpu().numpy()
-        meta = json.dumps({"classwise": poison.classwise, "stats": poison.stats, "sha256": _digest(delta)})
+        meta = json.dumps(
+            {"classwise": poison.classwise, "images": poison.images, "stats": poison.stats, "sha256": _digest(delta)}
+        )
 
         def write(f: io.BufferedWriter) -> None:
             np.savez_compressed(f, delta=delta, meta=np.array(meta))
@@ -55,7 +57,12 @@ class NoiseCache:
                 delta, meta = npz["delta"], json.loads(str(npz["meta"]))
             if _digest(delta) != meta["sha256"]:
                 raise PoisonError("checksum mismatch")
-            poison = Poison(torch.from_numpy(delta.copy()), bool(meta["classwise"]), dict(meta["stats"]))
+            poison = Poison(
+                torch.from_numpy(delta.copy()),
+                bool(meta["classwise"]),
+                dict(meta["stats"]),
+                images=bool(meta.get("images", False)),
+            )
             validate_poison(poison, data, budget)
         except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             log.warning("noise cache %s is unusable (%s); regenerating", path, err)

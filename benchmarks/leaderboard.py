@@ -50,10 +50,18 @@ HEADERS = [
     "peak acc %",
     "gen. wall s",
     "gen. passes",
+    "budget",
 ]
 RIGHT = (2, 3, 4, 6, 7, 8, 9)
 ERROR_HEADERS = ["dataset", "preset", "victim", "defense", "method", "seed", "cell", "error"]
 ONE_SEED = "†"
+#: marks a method whose budget is not an L-inf ball (L2, L0, or declared: CUDA's blur)
+OTHER_BUDGET = "‡"
+BUDGET_NOTE = (
+    f"{OTHER_BUDGET} a budget that is not an L-inf ball (L2, L0, or one the method declares, such as CUDA's blur "
+    "parameter; the detail tables name it): such a method is not comparable with the L-inf methods as if it were, "
+    "and it is ranked only against methods with the same kind of budget (never bold)."
+)
 # Colour scale of the gap to clean: bin edges of |gap| in pp; a bin is one step darker per edge reached.
 GAP_EDGES = (2.0, 10.0, 25.0, 50.0)
 # level -> (background, text colour); negative = protection (blues), positive = the victim gains (oranges).
@@ -76,7 +84,7 @@ OVERVIEW_NOTES = (
     "brackets; **more negative = stronger protection**. The clean row gives the clean accuracy itself (%, mean ± "
     "95% CI half-width). **Bold**: tied for the strongest protection under that defense (rank 1 of its detail "
     f"table: no method is significantly lower, paired t-test, p < 0.05). {ONE_SEED} one common seed: no interval, "
-    "no rank."
+    f"no rank. {BUDGET_NOTE}"
 )
 DETAIL_NOTES = (
     "Protection = clean test accuracy (%) of a victim trained on the protected training set, final checkpoint, "
@@ -89,7 +97,9 @@ DETAIL_NOTES = (
     "cost, mean over the poisons (one per seed): wall seconds, and passes = images forwarded through the "
     "generation models / training-set size (each forward pass with its backward pass where gradients are "
     "taken), on the generation device of the section. A method listed with options is one of several "
-    "configurations of that method in the same preset."
+    "configurations of that method in the same preset. Budget = the bound the method's change of an image is "
+    "held to: linf and l2 in 1/255 units, l0 in pixel positions, blur the CUDA filters' declared blur parameter; "
+    f"rank 1 means strongest among the methods with the same kind of budget ({OTHER_BUDGET}: not an L-inf ball)."
 )
 
 
@@ -164,10 +174,22 @@ class Entry:
     peak: float
     gen_wall_s: float
     gen_passes: float
+    budget: str = ""  # e.g. "linf 8/255"
+    norm: str = "linf"
 
     @property
     def baseline(self) -> bool:
         return self.method == "clean"
+
+    @property
+    def other_budget(self) -> bool:
+        """A method whose budget is not an L-inf ball (marked, ranked only among its kind)."""
+        return not self.baseline and self.norm not in ("linf", "")
+
+    @property
+    def best(self) -> bool:
+        """Tied for the strongest protection among the L-inf methods (shown bold); other budgets are never bold."""
+        return self.rank == 1 and not self.other_budget
 
 
 # ------------------------------------------------------------------------------------------------ numbers -> text
@@ -233,7 +255,11 @@ def _entries(part: pd.DataFrame) -> list[Entry]:
     """The variants of one (section, defense), baseline first, then by tied rank and mean accuracy."""
     clean = _per_seed(part[part["method"] == "clean"])
     variants = dict(list(part.groupby(["method", "label"], sort=True)))
-    ranks = stats.tied_ranks({label: _per_seed(c) for (method, label), c in variants.items() if method != "clean"})
+    norms = {label: str(cells["budget_norm"].iloc[0]) for (_, label), cells in variants.items()}
+    ranks: dict[str, int] = {}
+    for norm in sorted(set(norms.values())):  # ranked only against methods with the same kind of budget
+        kind = {label: _per_seed(c) for (method, label), c in variants.items() if method != "clean"}
+        ranks |= stats.tied_ranks({label: v for label, v in kind.items() if norms[label] == norm})
     entries = []
     for (method, label), cells in variants.items():
         acc = stats.mean_ci(cells["final_acc"].tolist())
@@ -249,6 +275,8 @@ def _entries(part: pd.DataFrame) -> list[Entry]:
                 peak=float(cells["peak_acc"].mean()),
                 gen_wall_s=float(cells["gen_wall_s"].mean()),
                 gen_passes=float(cells["gen_passes"].mean()),
+                budget=str(cells["budget"].iloc[0]),
+                norm=norms[label] or "linf",
             )
         )
 
@@ -271,7 +299,11 @@ def _facts(part: pd.DataFrame) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------------ numbers -> tables
 def _method_cell(entry: Entry, refs: Mapping[str, Reference]) -> Cell:
     href = f"#method-{_slug(entry.method)}" if entry.method in refs else ""
-    return Cell(entry.label, href=href, title=refs[entry.method].citation if href else "")
+    title = refs[entry.method].citation if href else ""
+    if entry.other_budget:
+        note = f"budget {entry.budget}: not an L-inf ball, ranked only against methods with a {entry.norm} budget"
+        return Cell(f"{entry.label} {OTHER_BUDGET}", href=href, title=f"{title}; {note}" if title else note)
+    return Cell(entry.label, href=href, title=title)
 
 
 def _detail_row(entry: Entry, section_seeds: str, refs: Mapping[str, Reference]) -> Row:
@@ -292,6 +324,7 @@ def _detail_row(entry: Entry, section_seeds: str, refs: Mapping[str, Reference])
         _pct(entry.peak),
         _num(entry.gen_wall_s, 2),
         _num(entry.gen_passes),
+        "—" if entry.baseline else entry.budget or "?",
     ]
     cells = [Cell(t) for t in texts]
     cells[1] = _method_cell(entry, refs)
@@ -331,10 +364,12 @@ def _gap_cell(entry: Entry | None, defense: str) -> Cell:
     if not math.isfinite(diff.half):
         title = f"{where}: gap to clean {mean:+.2f} pp on one common seed (seed {entry.gap.seeds[0]}): no interval"
         return Cell(f"{mean:+.1f} {ONE_SEED}", title=title, css=css)
-    best = entry.rank == 1
+    best = entry.best
     title = (
         f"{where}: gap to clean {mean:+.2f} pp, 95% CI {_interval(diff)} pp, paired p = {entry.gap.p:.3g}, "
-        f"seeds {_seeds(entry.gap.seeds)}; rank {entry.rank}" + (", tied for the strongest protection" if best else "")
+        f"seeds {_seeds(entry.gap.seeds)}; rank {entry.rank}"
+        + (", tied for the strongest protection" if best else "")
+        + (f" among {entry.norm} budgets" if entry.other_budget else "")
     )
     return Cell(f"{mean:+.1f}", _interval(diff), title, f"{css} best" if best else css, strong=best)
 
@@ -344,7 +379,7 @@ def _accuracy_cell(entry: Entry | None) -> Cell:
     if entry is None:
         return Cell("")
     half = f" ± {entry.acc.half * 100:.2f}" if math.isfinite(entry.acc.half) else ""
-    return Cell(f"{_pct(entry.acc.mean)}{half} ({entry.acc.n})", strong=entry.rank == 1)
+    return Cell(f"{_pct(entry.acc.mean)}{half} ({entry.acc.n})", strong=entry.best)
 
 
 def _matrix(

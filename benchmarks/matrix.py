@@ -113,6 +113,20 @@ def _number(value: Any) -> float:
     return float(value)
 
 
+def _budget(value: Any) -> tuple[str, str]:
+    """A cell's budget as ``(norm, description)``: ``("linf", "linf 8/255")``, ``("l2", "l2 ...")``,
+    ``("l0", "l0 1 px")``, ``("blur", "blur 0.3")`` (a declared budget, see :class:`benchmarks.types.Budget`);
+    ``("", "")`` when absent or malformed."""
+    if not isinstance(value, dict):
+        return "", ""
+    norm, radius = value.get("norm"), _number(value.get("radius"))
+    if not isinstance(norm, str) or not norm or math.isnan(radius):
+        return "", ""
+    if norm in ("linf", "l2"):
+        return norm, f"{norm} {radius:.4g}/255"
+    return norm, f"l0 {radius:g} px" if norm == "l0" else f"{norm} {radius:g}"
+
+
 CELL_COLUMNS = [
     "dataset",
     "preset",
@@ -121,6 +135,8 @@ CELL_COLUMNS = [
     "method",
     "method_hash",
     "label",
+    "budget_norm",
+    "budget",
     "victim",
     "defense",
     "protocol_hash",
@@ -161,9 +177,12 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         train_size = _number(r.get("train_size"))
         images = _number(gen.get("images_forwarded"))
         recipe = r.get("recipe") if isinstance(r.get("recipe"), dict) else {}
+        norm, budget = _budget(r.get("budget"))
         rows.append(
             {
                 **{k: r[k] for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
+                "budget_norm": norm,
+                "budget": budget,
                 "recipe": str(recipe.get("name", "")),
                 "train_size": train_size,
                 "label": labels[(r["dataset"], r["preset"], r["method"], r["method_hash"])],

@@ -1,7 +1,8 @@
 """The one noise interface: ``NoiseMethod.generate(train, budget, ctx) -> Poison``.
 
 A method implements :meth:`NoiseMethod.perturb` and returns float noise in [0, 1] pixel units, or int8
-noise in 1/255 units (what a method that fills a noise bank batch by batch returns: 1 byte per pixel). The
+noise in 1/255 units (what a method that fills a noise bank batch by batch returns: 1 byte per pixel), or
+the uint8 protected images themselves (a method that transforms images rather than adding bounded noise). The
 base class owns everything a method could get wrong: it quantises to int8 1/255 units exactly as the
 reference code stores noise, projects onto the budget, and then refuses any result whose shape,
 dtype or norm is off, or that changed the labels or images it was given. It also records the cost.
@@ -190,17 +191,28 @@ def quantize_bank(delta: Tensor, budget: Budget, x_u8: Tensor | None = None) -> 
 
 
 def validate_poison(poison: Poison, data: ImageSet, budget: Budget) -> None:
-    """Raise :class:`PoisonError` unless ``poison`` is valid int8 noise for ``data`` within ``budget``."""
+    """Raise :class:`PoisonError` unless ``poison`` is valid for ``data`` within ``budget``: int8 noise, or uint8
+    protected images (:attr:`Poison.images`) whose change from ``data`` is within a measured budget.
+
+    A declared budget (``blur``) has no norm to check: only the form is checked here.
+    """
     d = poison.delta
     expect = (data.num_classes, *data.shape) if poison.classwise else tuple(data.x.shape)
-    if d.dtype != torch.int8:
+    if poison.images and d.dtype != torch.uint8:
+        raise PoisonError(f"protected images must be uint8, got {d.dtype}")
+    if not poison.images and d.dtype != torch.int8:
         raise PoisonError(f"noise dtype must be int8 (1/255 units), got {d.dtype}")
     if tuple(d.shape) != expect:
         raise PoisonError(f"noise shape {tuple(d.shape)} does not match {expect}")
-    norms = budget.norms(d)
+    if not poison.images and budget.norm not in ("linf", "l2"):
+        raise PoisonError(f"a {budget.norm!r} budget needs the protected images, not int8 noise")
+    if not budget.measured:
+        return
+    norms = poison.norms(data, budget)
     if len(norms) and float(norms.max()) > budget.radius + 1e-6:
+        unit = " pixels" if budget.norm == "l0" else "/255"
         raise PoisonError(
-            f"noise exceeds its budget: max {budget.norm} norm {float(norms.max()):.3f}/255 > {budget.radius}/255"
+            f"noise exceeds its budget: max {budget.norm} norm {float(norms.max()):.3f}{unit} > {budget.radius}{unit}"
         )
 
 
@@ -254,7 +266,9 @@ class NoiseMethod(ABC):
 
         Shape:
             float ``(N, C, H, W)`` in [0, 1] units or int8 in 1/255 units (for sample-wise noise on large
-            sets: a bank filled batch by batch with :func:`quantize`), or ``(K, C, H, W)`` when :attr:`classwise`.
+            sets: a bank filled batch by batch with :func:`quantize`), or ``(K, C, H, W)`` when :attr:`classwise`;
+            or uint8 ``(N, C, H, W)``: the protected images themselves, for a method that transforms images
+            rather than adding noise (its budget is ``l0`` or declared, see :class:`Budget`).
         """
 
     def generate(self, train: ImageSet, budget: Budget, ctx: Context) -> Poison:
@@ -278,7 +292,12 @@ class NoiseMethod(ABC):
         expect = (train.num_classes, *train.shape) if self.classwise else tuple(train.x.shape)
         if tuple(delta.shape) != expect:
             raise PoisonError(f"method {self.name!r} returned noise of shape {tuple(delta.shape)}, expected {expect}")
-        poison = Poison(quantize_bank(delta, budget, None if self.classwise else train.x), self.classwise)
+        if delta.dtype == torch.uint8:  # the protected images themselves
+            poison = Poison(delta, self.classwise, images=True)
+        elif budget.norm not in ("linf", "l2"):
+            raise PoisonError(f"method {self.name!r}: a {budget.norm!r} budget needs protected images (uint8)")
+        else:
+            poison = Poison(quantize_bank(delta, budget, None if self.classwise else train.x), self.classwise)
         del delta
         validate_poison(poison, train, budget)
         robust = self._robustness(meter.surrogate, poison, train, ctx)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
 from benchmarks.spec import DEFAULT_METHODS, CampaignSpec
 from benchmarks.store import CellKey, ResultStore, protocol_hash
-from benchmarks.train import Defense
+from benchmarks.train import COMPOSE, Composed, Defense
 from benchmarks.types import PRECISIONS, Budget, Context, ImageSet
 
 MAX_SEED = 2**63 - 1
@@ -163,6 +163,41 @@ def _variants(spec: CampaignSpec, protocol: Protocol, names: list[str], files: d
     return variants
 
 
+def resolve_defenses(patterns: Sequence[str]) -> list[str]:
+    """Defense names and wildcards expanded in order (:meth:`Registry.resolve`); a composition ``a+b`` is one
+    name whose parts are each checked (no wildcards inside a composition).
+
+    Raises:
+        UnknownNameError: an unknown part, or a wildcard in a composition.
+    """
+    out: list[str] = []
+    for pattern in patterns:
+        if COMPOSE not in pattern:
+            found = DEFENSES.resolve([pattern])
+        else:
+            parts = pattern.split(COMPOSE)
+            if any(not part or any(ch in part for ch in "*?[") for part in parts):
+                raise UnknownNameError(
+                    f"defense {pattern!r}: a composition joins defense names with '{COMPOSE}' (e.g. jpeg10+at4), "
+                    "without empty parts or wildcards"
+                )
+            for part in parts:
+                DEFENSES.get(part)
+            found = [pattern]
+        out.extend(n for n in found if n not in out)
+    return out
+
+
+def build_defense(name: str, protocol: Protocol) -> Defense:
+    """The defense ``name`` with the preset's options for its family; ``a+b`` composes the parts (:class:`Composed`).
+
+    Raises:
+        ValueError, TypeError: bad parameters or a composition that is refused.
+    """
+    parts = [DEFENSES.get(part)(**protocol.defense_options(DEFENSES.template(part))) for part in name.split(COMPOSE)]
+    return parts[0] if len(parts) == 1 else Composed(name, parts)
+
+
 def make_plan(spec: CampaignSpec) -> Plan:
     """Resolve and check every field of ``spec``; raises :class:`UsageError`, reads and writes nothing."""
     if spec.dataset not in DATASETS:
@@ -173,7 +208,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
     try:
         protocol: Protocol = PRESETS.get(spec.preset)(spec.dataset)
         names = METHODS.resolve(requested)
-        defense_names = DEFENSES.resolve(spec.defenses)
+        defense_names = resolve_defenses(spec.defenses)
         victims = list(spec.victims) or [protocol.victim]
         for victim in victims:
             check_victim(victim)
@@ -192,7 +227,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
         raise UsageError(f"--seeds must be non-negative integers below 2^63, got {' '.join(map(str, spec.seeds))}")
     variants = _variants(spec, protocol, names, files)
     try:
-        defenses = {n: DEFENSES.get(n)(**protocol.defense_options(DEFENSES.template(n))) for n in defense_names}
+        defenses = {n: build_defense(n, protocol) for n in defense_names}
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
     radius = parse_radius(spec.radius, protocol.radius)

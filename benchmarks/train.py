@@ -120,6 +120,68 @@ class Defense:
         return F.cross_entropy(logits, y), logits
 
 
+#: joins the parts of a composed defense's name: ``jpeg10+at4``
+COMPOSE = "+"
+
+
+class Composed(Defense):
+    """Several defenses trained as one, named ``a+b`` (and hashed with every part's parameters).
+
+    The order is defined and follows the training pipeline, whatever the parts: the one-time preprocessing of every
+    part in the order written (``jpeg10+grayscale`` compresses, then converts), then per batch each part's
+    augmentation in the order written, then the loss of the one part that defines a loss (adversarial training),
+    or cross-entropy. At most one part may define the loss and at most one may mix labels (mixup, cutmix): two
+    of either have no defined meaning and are refused, as is a part repeated.
+
+    Example:
+        >>> from benchmarks.train import Defense
+        >>> Composed("none+none", [Defense(), Defense()])
+        Traceback (most recent call last):
+        ...
+        ValueError: defense none+none: a part is repeated; give each defense once
+    """
+
+    def __init__(self, name: str, parts: list[Defense]) -> None:
+        if len(parts) < 2:
+            raise ValueError(f"defense {name}: a composition needs at least two parts")
+        names = name.split(COMPOSE)
+        if len(set(names)) != len(names):
+            raise ValueError(f"defense {name}: a part is repeated; give each defense once")
+        losses = [p.name for p in parts if type(p).loss is not Defense.loss]
+        if len(losses) > 1:
+            raise ValueError(f"defense {name}: {' and '.join(losses)} both define the training loss; compose one")
+        mixing = [p.name for p in parts if p.soft_labels]
+        if len(mixing) > 1:
+            raise ValueError(f"defense {name}: {' and '.join(mixing)} both mix labels; compose at most one")
+        self.name = name
+        self._parts = list(parts)
+        self.soft_labels = bool(mixing)
+        self.extra_data = COMPOSE.join(p.extra_data for p in parts if p.extra_data != "none") or "none"
+
+    @property
+    def parts(self) -> list[Defense]:
+        return list(self._parts)
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "parts": [p.config() for p in self._parts]}
+
+    def preprocess_set(self, x: Tensor, device: torch.device) -> Tensor:
+        for part in self._parts:
+            x = part.preprocess_set(x, device)
+        return x
+
+    def augment(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        for part in self._parts:
+            x, y = part.augment(x, y, generator)
+        return x, y
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        for part in self._parts:
+            if type(part).loss is not Defense.loss:
+                return part.loss(model, x, y, generator)
+        return super().loss(model, x, y, generator)
+
+
 def adversarial_loss(
     model: nn.Module, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:

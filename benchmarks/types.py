@@ -12,7 +12,7 @@ import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -97,65 +97,147 @@ class ImageSet:
 
 @dataclass(frozen=True)
 class Budget:
-    """Noise budget: ``norm`` and ``radius`` in 1/255 pixel units (the papers' rho_u = 8/255 is 8).
+    """Noise budget: ``norm`` and ``radius``.
 
-    For ``l2`` the radius is the L2 norm of one image's noise in 1/255 units.
+    Measured budgets, which the base class checks on every poison:
+
+    - ``linf``: the largest change of any pixel value, in 1/255 units (the papers' rho_u = 8/255 is 8);
+    - ``l2``: the L2 norm of one image's noise, in 1/255 units;
+    - ``l0``: the number of pixel positions (all channels of one ``(h, w)``) that change in one image.
+
+    A declared budget names the parameter that bounds a method that is not additive noise in an L-p ball, and no
+    norm of the difference can check it; the method's own test checks its defining property:
+
+    - ``blur``: the blur parameter of CUDA's class-wise random filters (their off-peak weights are uniform in
+      ``[0, radius]``).
     """
 
-    norm: Literal["linf", "l2"] = "linf"
+    norm: Literal["linf", "l2", "l0", "blur"] = "linf"
     radius: float = 8.0
 
+    #: the norms the base class measures on every poison
+    MEASURED: ClassVar[tuple[str, ...]] = ("linf", "l2", "l0")
+    #: the budgets a method declares and no norm measures
+    DECLARED: ClassVar[tuple[str, ...]] = ("blur",)
+
     def __post_init__(self) -> None:
-        if self.norm not in ("linf", "l2"):
-            raise ValueError(f"budget norm must be 'linf' or 'l2', got {self.norm!r}")
+        accepted = self.MEASURED + self.DECLARED
+        if self.norm not in accepted:
+            raise ValueError(f"budget norm must be one of {', '.join(map(repr, accepted))}, got {self.norm!r}")
         if not (isinstance(self.radius, int | float) and math.isfinite(self.radius) and self.radius > 0):
-            raise ValueError(f"budget radius must be a positive number of 1/255 units, got {self.radius!r}")
+            raise ValueError(f"budget radius must be a positive number, got {self.radius!r}")
         if self.norm == "linf" and self.radius > 127:
             raise ValueError(f"linf radius {self.radius} exceeds 127/255, the int8 noise range")
+        if self.norm == "l0" and self.radius != int(self.radius):
+            raise ValueError(f"l0 radius counts pixel positions: a whole number, got {self.radius!r}")
+
+    @property
+    def measured(self) -> bool:
+        """Whether :meth:`norms` measures this budget (an L-p ball), or it is only declared (``blur``)."""
+        return self.norm in self.MEASURED
 
     @property
     def eps(self) -> float:
-        """Radius in [0, 1] pixel units."""
+        """Radius in [0, 1] pixel units (L-inf and L2 budgets)."""
         return self.radius / 255
 
     def norms(self, delta: Tensor) -> Tensor:
-        """Per-sample norm of int/float noise in 1/255 units, a chunk of rows at a time. Shape: ``(N,)``."""
+        """Per-sample norm of int/float noise in 1/255 units, a chunk of rows at a time. Shape: ``(N,)``.
+
+        ``l0`` counts the positions ``(h, w)`` where any channel changes.
+
+        Raises:
+            ValueError: for a declared budget, which no norm measures.
+        """
+        if not self.measured:
+            raise ValueError(f"a {self.norm!r} budget is declared by its method, not measured by a norm")
         out = torch.empty(len(delta), device=delta.device)
         for rows in row_chunks(len(delta), 4 * delta[0].numel() if len(delta) else 1):
-            flat = delta[rows].flatten(1).float()
+            chunk = delta[rows]
+            if self.norm == "l0":
+                out[rows] = chunk.ne(0).any(1).flatten(1).sum(1).float()
+                continue
+            flat = chunk.flatten(1).float()
             out[rows] = torch.linalg.vector_norm(flat, math.inf if self.norm == "linf" else 2, dim=1)
         return out
 
 
 @dataclass
 class Poison:
-    """Protective noise for a training set.
+    """Protective noise for a training set, or the protected images themselves.
+
+    Most methods add bounded noise: ``delta`` is int8 noise in 1/255 units. A method that transforms images
+    instead (OPS sets a pixel to a colour, CUDA convolves with a filter) changes pixels by more than int8 holds:
+    its poison keeps the protected images (``images`` True), 1 byte per pixel as well.
 
     Shape:
-        delta: int8 ``(N, C, H, W)`` in 1/255 units, or class-wise ``(K, C, H, W)`` when ``classwise``.
+        delta: int8 ``(N, C, H, W)`` in 1/255 units, or class-wise ``(K, C, H, W)`` when ``classwise``; uint8
+        ``(N, C, H, W)`` protected images when ``images``.
     """
 
     delta: Tensor
     classwise: bool = False
     stats: dict[str, Any] = field(default_factory=dict)
+    images: bool = False
+
+    def __post_init__(self) -> None:
+        if self.images and self.classwise:
+            raise ValueError("a poison of protected images is sample-wise, not class-wise")
 
     def per_sample(self, y: Tensor) -> Tensor:
-        """Sample-wise int8 noise ``(N, C, H, W)`` (class-wise noise expanded by label)."""
+        """Sample-wise int8 noise ``(N, C, H, W)`` (class-wise noise expanded by label); noise only."""
+        if self.images:
+            raise ValueError("this poison holds protected images: use difference(data) for the change")
         return self.delta[y.to(self.delta.device)] if self.classwise else self.delta
 
     def subset(self, index: Tensor) -> Poison:
-        """The noise of the images ``index`` (class-wise noise is the same for every subset)."""
-        return self if self.classwise else Poison(self.delta[index.to(self.delta.device)], False, self.stats)
+        """The poison of the images ``index`` (class-wise noise is the same for every subset)."""
+        if self.classwise:
+            return self
+        return Poison(self.delta[index.to(self.delta.device)], False, self.stats, self.images)
+
+    def _check_shape(self, data: ImageSet) -> None:
+        expect = (self.delta.shape[0], *data.shape) if self.classwise else tuple(data.x.shape)
+        if tuple(self.delta.shape) != expect:
+            raise ValueError(f"noise shape {tuple(self.delta.shape)} does not match images {tuple(data.x.shape)}")
+
+    def difference(self, data: ImageSet, rows: slice = slice(None)) -> Tensor:
+        """What the poison changes in ``data[rows]``: ``protected - clean`` as int16 (in 1/255 units).
+
+        Shape:
+            result: int16 ``(n, C, H, W)`` for the ``n`` rows, where ``data`` lives.
+        """
+        self._check_shape(data)
+        x = data.x[rows]
+        if self.images:
+            return self.delta[rows].to(x.device, torch.int16) - x.to(torch.int16)
+        d = self.delta.to(x.device)
+        d = d[data.y[rows].to(x.device)] if self.classwise else d[rows]
+        return (x.to(torch.int16) + d).clamp_(0, 255) - x.to(torch.int16)
+
+    def norms(self, data: ImageSet, budget: Budget) -> Tensor:
+        """Per-image (per-class for class-wise noise) norms of the change under ``budget``, a chunk at a time.
+
+        Shape:
+            result: float ``(N,)`` (``(K,)`` for class-wise noise).
+        """
+        if not self.images:
+            return budget.norms(self.delta)
+        out = torch.empty(len(data))
+        for rows in row_chunks(len(data), 2 * math.prod(data.shape)):
+            out[rows] = budget.norms(self.difference(data, rows)).cpu()
+        return out
 
     def apply(self, data: ImageSet) -> ImageSet:
-        """The protected set a data owner would publish: ``clip(int16(x) + delta, 0, 255)`` as uint8.
+        """The protected set a data owner would publish: ``clip(int16(x) + delta, 0, 255)`` as uint8 (the
+        protected images themselves when :attr:`images`).
 
         Computed a chunk of images at a time where ``data`` lives: besides the result (1 byte per pixel), the
         working set is one chunk's int16 sums.
         """
-        expect = (self.delta.shape[0], *data.shape) if self.classwise else tuple(data.x.shape)
-        if tuple(self.delta.shape) != expect:
-            raise ValueError(f"noise shape {tuple(self.delta.shape)} does not match images {tuple(data.x.shape)}")
+        self._check_shape(data)
+        if self.images:
+            return data.with_images(self.delta.to(data.x.device))
         delta = self.delta.to(data.x.device)
         y = data.y.to(data.x.device)
         out = torch.empty_like(data.x)

@@ -27,6 +27,7 @@ def write_cell(
     recipe: str = "smoke-300",
     env: dict[str, Any] | None = None,
     protocol_hash: str = "0000abcd",
+    budget: dict[str, Any] | None = None,
 ) -> Path:
     """Write one valid cell the way ``benchmarks.run`` does and return its path."""
     key = CellKey(dataset, preset, method, method_hash, victim, defense, protocol_hash, seed)
@@ -35,7 +36,7 @@ def write_cell(
         **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
         "protocol_hash": protocol_hash,
         "method_cfg": method_cfg if method_cfg is not None else {},
-        "budget": {"norm": "linf", "radius": 8.0},
+        "budget": budget if budget is not None else {"norm": "linf", "radius": 8.0},
         "recipe": {"name": recipe, "steps": 300},
         "train_size": train_size,
         "test_size": 500,

@@ -55,6 +55,37 @@ def cells(tmp_path: Path) -> Path:
     return campaign(tmp_path / "cells")
 
 
+def test_other_budgets_are_marked_and_ranked_among_their_kind(tmp_path) -> None:
+    """An L2, L0 or declared budget is not an L-inf ball: marked, its budget named, ranked only among its kind."""
+    root = tmp_path / "cells"
+    for seed in (0, 1):
+        write_cell(root, "clean", "cccc0000", seed=seed, final_acc=0.80)
+        write_cell(root, "em", "eeee0000", seed=seed, final_acc=(0.30, 0.31)[seed])
+        # far lower than em, but under other budgets: each is rank 1 of its own kind, em stays rank 1 of linf
+        write_cell(
+            root, "cuda", "cd000000", seed=seed, final_acc=(0.10, 0.11)[seed], budget={"norm": "blur", "radius": 0.3}
+        )
+        write_cell(
+            root, "ops", "0b000000", seed=seed, final_acc=(0.20, 0.22)[seed], budget={"norm": "l0", "radius": 1.0}
+        )
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    rows = {r[1]: r for r in _section(md, "none")}
+    assert set(rows) == {"clean", "em", f"cuda {leaderboard.OTHER_BUDGET}", f"ops {leaderboard.OTHER_BUDGET}"}
+    assert (
+        rows["em"][0]
+        == rows[f"cuda {leaderboard.OTHER_BUDGET}"][0]
+        == rows[f"ops {leaderboard.OTHER_BUDGET}"][0]
+        == "1"
+    )
+    assert [rows[k][-1] for k in sorted(rows)] == ["—", "blur 0.3", "linf 8/255", "l0 1 px"]
+    assert leaderboard.BUDGET_NOTE in md
+    overview = [ln for ln in md.split("## Details")[0].splitlines() if ln.startswith(("| cuda", "| ops", "| em"))]
+    assert len(overview) == 6 and all(("**" in ln) == ln.startswith("| em") for ln in overview), "never bold"
+    html = (tmp_path / "out" / "lb.html").read_text()
+    assert "not an L-inf ball, ranked only against methods with a blur budget" in html
+
+
 def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     assert leaderboard.main(_args(tmp_path)) == 0
     md = (tmp_path / "out" / "LB.md").read_text()
@@ -68,7 +99,7 @@ def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     # gap to clean (80, 80): -50, -40 -> mean -45, half-width 12.706 * 5 = 63.5, t = 9 on 1 df: p = 0.0704
     assert em[2:5] == ["35.00", "63.53", "2"]
     assert em[5:7] == ["-45.00 [-108.5, +18.5]", "0.0704"]
-    assert em[7:] == ["36.00", "60.00", "150.0"]  # peak, wall s, passes = 150000 / 1000
+    assert em[7:] == ["36.00", "60.00", "150.0", "linf 8/255"]  # peak, wall s, passes = 150000 / 1000, budget
     assert rows[4][3:7] == ["—", "1 (seed 0)", "-35.00", "—"]  # one seed: no interval, no test; its seed named
     assert _caption(md, "none") == "Defense none: methods ranked by protection, strongest first."
 

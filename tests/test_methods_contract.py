@@ -12,7 +12,7 @@ from benchmarks.data import make_synthetic
 from benchmarks.noise import NoiseMethod
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import METHODS
-from benchmarks.types import Context, ImageSet, Poison
+from benchmarks.types import Budget, Context, ImageSet, Poison
 
 load_plugins()
 
@@ -32,7 +32,7 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 # Methods whose noise does not depend on the seed.
-DETERMINISTIC = {"clean"}
+DETERMINISTIC = {"clean", "ops"}  # OPS: the pixel search has no randomness
 
 # Extra option variants worth covering with the same contract.
 VARIANTS: list[tuple[str, dict[str, Any]]] = [("random", {"classwise": True})]
@@ -89,26 +89,33 @@ def test_method_contract(train: ImageSet, name: str, options: dict[str, Any]) ->
 
     poison = method.generate(train, budget, Context(seed=0, progress=False))
 
-    # dtype, shape, device
+    # dtype, shape, device: int8 noise, or the uint8 protected images of a method that transforms images
     delta = poison.delta
-    assert delta.dtype == torch.int8
+    assert delta.dtype == (torch.uint8 if poison.images else torch.int8)
     assert poison.classwise == method.classwise
     expect = (train.num_classes, *train.shape) if method.classwise else tuple(train.x.shape)
     assert tuple(delta.shape) == expect
     assert delta.device.type == "cpu"
 
-    # within budget
-    assert float(budget.norms(delta).max()) <= budget.radius + 1e-6
+    # within budget: measured on the change (a declared budget, e.g. CUDA's blur, is checked by its own test)
+    if budget.measured:
+        assert float(poison.norms(train, budget).max()) <= budget.radius + 1e-6
+    else:
+        assert budget.norm in Budget.DECLARED and poison.images
 
     # the published images are valid, and sample-wise noise is exactly what they carry (no clipping needed)
     protected = poison.apply(train)
     assert protected.x.dtype == torch.uint8 and protected.x.shape == train.x.shape
-    total = train.x.to(torch.int16) + poison.per_sample(train.y).to(torch.int16)
-    if not method.classwise:
-        assert int(total.min()) >= 0 and int(total.max()) <= 255
-        assert torch.equal(protected.x.to(torch.int16), total)
+    if poison.images:
+        assert torch.equal(protected.x, delta)
+        assert torch.equal(protected.x.to(torch.int16) - train.x.to(torch.int16), poison.difference(train))
     else:
-        assert torch.equal(protected.x.to(torch.int16), total.clamp(0, 255))
+        total = train.x.to(torch.int16) + poison.per_sample(train.y).to(torch.int16)
+        if not method.classwise:
+            assert int(total.min()) >= 0 and int(total.max()) <= 255
+            assert torch.equal(protected.x.to(torch.int16), total)
+        else:
+            assert torch.equal(protected.x.to(torch.int16), total.clamp(0, 255))
     assert torch.equal(protected.y, train.y)
 
     # inputs untouched
