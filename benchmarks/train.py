@@ -106,6 +106,17 @@ class Defense:
             raise ValueError(f"defense {self.name}: preprocess must return uint8 {tuple(x.shape)}, got {got}")
         return out
 
+    def setup(self, train: ImageSet, ctx: Context) -> None:
+        """Called once by :func:`fit`, before training, with the training set as :meth:`preprocess_set` left it
+        (uint8, where the set lives): for a defense that learns something from the whole set (``oproj``)."""
+
+    def prepare(self, x: Tensor) -> Tensor:
+        """Per batch on the device, float in [0, 1], before the recipe's augmentation (``oproj`` projects here).
+
+        Shape: ``(B, C, H, W)`` -> same.
+        """
+        return x
+
     def augment(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """Per batch on the device after the standard augmentation; ``y`` may become soft ``(N, K)``."""
         return x, y
@@ -128,8 +139,9 @@ class Composed(Defense):
     """Several defenses trained as one, named ``a+b`` (and hashed with every part's parameters).
 
     The order is defined and follows the training pipeline, whatever the parts: the one-time preprocessing of every
-    part in the order written (``jpeg10+grayscale`` compresses, then converts), then per batch each part's
-    augmentation in the order written, then the loss of the one part that defines a loss (adversarial training),
+    part in the order written (``jpeg10+grayscale`` compresses, then converts), then each part's set-up on the
+    preprocessed set; per batch each part's preparation, the recipe's augmentation, each part's augmentation, all in
+    the order written, then the loss of the one part that defines a loss (adversarial training),
     or cross-entropy. At most one part may define the loss and at most one may mix labels (mixup, cutmix): two
     of either have no defined meaning and are refused, as is a part repeated.
 
@@ -168,6 +180,15 @@ class Composed(Defense):
     def preprocess_set(self, x: Tensor, device: torch.device) -> Tensor:
         for part in self._parts:
             x = part.preprocess_set(x, device)
+        return x
+
+    def setup(self, train: ImageSet, ctx: Context) -> None:
+        for part in self._parts:
+            part.setup(train, ctx)
+
+    def prepare(self, x: Tensor) -> Tensor:
+        for part in self._parts:
+            x = part.prepare(x)
         return x
 
     def augment(self, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -297,6 +318,7 @@ def fit(
     if x_all.dtype != torch.uint8 or x_all.shape != train.x.shape:
         raise ValueError(f"defense {defense.name}: preprocess must return uint8 {tuple(train.x.shape)}")
     y_all = train.y.to(ctx.device)
+    defense.setup(train.with_images(x_all), ctx)
     opt = make_optimizer(model, recipe)
     g_data, g_aug = ctx.generator("fit", "data"), ctx.generator("fit", "augment")
     curve: list[tuple[int, float]] = []
@@ -307,7 +329,7 @@ def fit(
     for step, idx in enumerate(batches(len(train), recipe.batch_size, g_data, ctx.device)):
         if step >= recipe.steps:
             break
-        x = recipe.train_augment(take_rows(x_all, idx, ctx.device).float().div_(255), g_aug)
+        x = recipe.train_augment(defense.prepare(take_rows(x_all, idx, ctx.device).float().div_(255)), g_aug)
         y = F.one_hot(y_all[idx], train.num_classes).float() if defense.soft_labels else y_all[idx]
         x, y = defense.augment(x, y, g_aug)
         if ctx.channels_last:
