@@ -50,9 +50,10 @@ HEADERS = [
     "peak acc %",
     "gen. wall s",
     "gen. passes",
+    "train s",
     "budget",
 ]
-RIGHT = (2, 3, 4, 6, 7, 8, 9)
+RIGHT = (2, 3, 4, 6, 7, 8, 9, 10)
 ERROR_HEADERS = ["dataset", "preset", "victim", "defense", "method", "seed", "cell", "error"]
 ONE_SEED = "†"
 #: marks a method whose budget is not an L-inf ball (L2, L0, or declared: CUDA's blur)
@@ -96,7 +97,9 @@ DETAIL_NOTES = (
     "seeds, p < 0.05): methods that share a rank are statistically tied (— : one seed, no test). Generation "
     "cost, mean over the poisons (one per seed): wall seconds, and passes = images forwarded through the "
     "generation models / training-set size (each forward pass with its backward pass where gradients are "
-    "taken), on the generation device of the section. A method listed with options is one of several "
+    "taken), on the generation device of the section. Train s = wall seconds of one victim training under the "
+    "defense (mean over seeds): the defense's cost on the section's training device. A method listed with options "
+    "is one of several "
     "configurations of that method in the same preset. Budget = the bound the method's change of an image is "
     "held to: linf and l2 in 1/255 units, l0 in pixel positions, blur the CUDA filters' declared blur parameter; "
     f"rank 1 means strongest among the methods with the same kind of budget ({OTHER_BUDGET}: not an L-inf ball)."
@@ -174,6 +177,7 @@ class Entry:
     peak: float
     gen_wall_s: float
     gen_passes: float
+    train_s: float = math.nan  # mean wall seconds of one victim training under this defense
     budget: str = ""  # e.g. "linf 8/255"
     norm: str = "linf"
 
@@ -274,6 +278,7 @@ def _entries(part: pd.DataFrame) -> list[Entry]:
                 rank=ranks[label] if is_method and acc.n >= 2 else None,
                 peak=float(cells["peak_acc"].mean()),
                 gen_wall_s=float(cells["gen_wall_s"].mean()),
+                train_s=float(cells["train_s"].mean()),
                 gen_passes=float(cells["gen_passes"].mean()),
                 budget=str(cells["budget"].iloc[0]),
                 norm=norms[label] or "linf",
@@ -324,6 +329,7 @@ def _detail_row(entry: Entry, section_seeds: str, refs: Mapping[str, Reference])
         _pct(entry.peak),
         _num(entry.gen_wall_s, 2),
         _num(entry.gen_passes),
+        _num(entry.train_s),
         "—" if entry.baseline else entry.budget or "?",
     ]
     cells = [Cell(t) for t in texts]

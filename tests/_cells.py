@@ -51,6 +51,8 @@ def write_cell(
         "status": status,
         "metrics": {"final_acc": float(final_acc), "peak_acc": float(final_acc) + 0.01, "train_acc": 0.9} if ok else {},
     }
+    if ok:
+        record["wall_s"] = {"train": 12.5 + seed, "generate": record["generation"].get("wall_s")}
     if not ok:
         record["error"] = "NonFiniteLossError: loss is nan at step 7"
     return ResultStore(root).write(key, record)

@@ -99,7 +99,8 @@ def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     # gap to clean (80, 80): -50, -40 -> mean -45, half-width 12.706 * 5 = 63.5, t = 9 on 1 df: p = 0.0704
     assert em[2:5] == ["35.00", "63.53", "2"]
     assert em[5:7] == ["-45.00 [-108.5, +18.5]", "0.0704"]
-    assert em[7:] == ["36.00", "60.00", "150.0", "linf 8/255"]  # peak, wall s, passes = 150000 / 1000, budget
+    # peak, generation wall s, passes = 150000 / 1000, train s (12.5 and 13.5 on seeds 0 and 1), budget
+    assert em[7:] == ["36.00", "60.00", "150.0", "13.0", "linf 8/255"]
     assert rows[4][3:7] == ["—", "1 (seed 0)", "-35.00", "—"]  # one seed: no interval, no test; its seed named
     assert _caption(md, "none") == "Defense none: methods ranked by protection, strongest first."
 
