@@ -14,6 +14,7 @@ import torch
 from benchmarks.env import environment
 from benchmarks.models import create_victim
 from benchmarks.noise import result_config
+from benchmarks.partial import index_digest, parse_part, protected_index, training_part
 from benchmarks.plan import Job, Plan
 from benchmarks.poisons import GenerationFailure
 from benchmarks.store import CellKey
@@ -23,15 +24,23 @@ from benchmarks.types import ImageSet, Poison, derive_seed
 log = logging.getLogger("uebench")
 
 
-def protect(poison: Poison | GenerationFailure, train: ImageSet) -> ImageSet | None:
-    """The protected training set a data owner would publish (None when the generation failed)."""
-    return poison.apply(train) if isinstance(poison, Poison) else None
+def protect(poison: Poison | GenerationFailure, train: ImageSet, part: str = "") -> ImageSet | None:
+    """The training set of a cell: the protected set a data owner would publish, or the part ``part`` of it
+    (:func:`benchmarks.partial.training_part`); None when the generation failed."""
+    return training_part(poison, train, part) if isinstance(poison, Poison) else None
 
 
 def train_cell(
-    plan: Plan, job: Job, key: CellKey, protected: ImageSet | None, test: ImageSet, poison: Poison | GenerationFailure
+    plan: Plan,
+    job: Job,
+    key: CellKey,
+    protected: ImageSet | None,
+    test: ImageSet,
+    poison: Poison | GenerationFailure,
+    full_size: int,
 ) -> dict[str, Any]:
-    """Train the victim of cell ``key`` (one of ``job``'s) and return its record, status ``ok`` or ``error``.
+    """Train the victim of cell ``key`` (one of ``job``'s) on ``protected`` (:func:`protect` of the training set
+    of ``full_size`` images, for the cell's part) and return its record, status ``ok`` or ``error``.
 
     A failed generation, and any exception while training (divergence, out of memory, a bug), give a
     record with status ``error`` and the reason; the traceback is logged.
@@ -44,12 +53,21 @@ def train_cell(
         "budget": asdict(job.budget),
         "defense_cfg": defense.config(),
         "recipe": asdict(plan.protocol.recipe),
-        "train_size": poison.train_size if failed else len(protected),
+        "train_size": full_size,  # the protocol's slice (a partial cell may train on fewer: see "partial")
         "test_size": len(test),
         # a cache entry written before the budget travelled with the job carries it in its stats
         "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
         "env": environment(plan.ctx.device, plan.ctx.arithmetic),
     }
+    if key.part:  # which images were protected (or left out): the published list, by its digest
+        kind, fraction = parse_part(key.part)
+        record["partial"] = {
+            "fraction": fraction,
+            "trains_on": "protected part and clean rest" if kind == "p" else "clean rest only",
+            "trained_images": None if protected is None else len(protected),
+            "protected_images": round(fraction * full_size) if kind == "p" else 0,
+            "index_sha256": index_digest(protected_index(full_size, fraction)),
+        }
     if failed or protected is None:
         return {**record, "status": "error", "error": poison.error if failed else "no protected set", "metrics": {}}
     # Victim init, data order and augmentation depend on (seed, victim, defense) only, not on the

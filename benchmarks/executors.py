@@ -79,9 +79,11 @@ class LocalExecutor(Executor):
                 poison = generate(method, train, job.budget, plan.ctx, job.seed)
                 if isinstance(poison, Poison):
                     on_poison(job, poison)
-            protected = protect(poison, train)
+            parts: dict[str, ImageSet | None] = {}  # each part's training set, made once per poison
             for key in job.cells:
-                on_record(key, train_cell(plan, job, key, protected, test, poison))
+                if key.part not in parts:
+                    parts[key.part] = protect(poison, train, key.part)
+                on_record(key, train_cell(plan, job, key, parts[key.part], test, poison, len(train)))
 
 
 # ------------------------------------------------------------------------------------------------ ray tasks
@@ -109,7 +111,7 @@ def cell_task(plan: Plan, job: Job, key: CellKey, train: ImageSet, test: ImageSe
     """Ray task: train the victim of one cell on ``train`` protected by ``poison``; returns the record."""
     plan = _worker_plan(plan)
     train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
-    return train_cell(plan, job, key, protect(poison, train), test, poison)
+    return train_cell(plan, job, key, protect(poison, train, key.part), test, poison, len(train))
 
 
 class RayExecutor(Executor):

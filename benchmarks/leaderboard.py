@@ -100,7 +100,9 @@ DETAIL_NOTES = (
     "taken), on the generation device of the section. Train s = wall seconds of one victim training under the "
     "defense (mean over seeds): the defense's cost on the section's training device. A method listed with options "
     "is one of several "
-    "configurations of that method in the same preset. Budget = the bound the method's change of an image is "
+    "configurations of that method in the same preset. Partial protection: `em [p40]` protected 40 % of the "
+    "training images (a fixed published list, the rest clean); `clean [rest40]` is its control, the clean "
+    "baseline trained on the clean 60 % alone. Budget = the bound the method's change of an image is "
     "held to: linf and l2 in 1/255 units, l0 in pixel positions, blur the CUDA filters' declared blur parameter; "
     f"rank 1 means strongest among the methods with the same kind of budget ({OTHER_BUDGET}: not an L-inf ball)."
 )
@@ -180,10 +182,12 @@ class Entry:
     train_s: float = math.nan  # mean wall seconds of one victim training under this defense
     budget: str = ""  # e.g. "linf 8/255"
     norm: str = "linf"
+    part: str = ""  # partial protection: "p40", or "rest40" (the clean rest alone); "" the whole set
 
     @property
     def baseline(self) -> bool:
-        return self.method == "clean"
+        """The clean baseline on the whole set (the control ``clean [rest40]`` is compared with it, like a method)."""
+        return self.method == "clean" and not self.part
 
     @property
     def other_budget(self) -> bool:
@@ -257,17 +261,18 @@ def _defenses(part: pd.DataFrame) -> list[str]:
 
 def _entries(part: pd.DataFrame) -> list[Entry]:
     """The variants of one (section, defense), baseline first, then by tied rank and mean accuracy."""
-    clean = _per_seed(part[part["method"] == "clean"])
+    clean = _per_seed(part[(part["method"] == "clean") & (part["part"] == "")])
     variants = dict(list(part.groupby(["method", "label"], sort=True)))
     norms = {label: str(cells["budget_norm"].iloc[0]) for (_, label), cells in variants.items()}
+    parts = {label: str(cells["part"].iloc[0]) for (_, label), cells in variants.items()}
+    compared = {label: _per_seed(c) for (method, label), c in variants.items() if method != "clean" or parts[label]}
     ranks: dict[str, int] = {}
     for norm in sorted(set(norms.values())):  # ranked only against methods with the same kind of budget
-        kind = {label: _per_seed(c) for (method, label), c in variants.items() if method != "clean"}
-        ranks |= stats.tied_ranks({label: v for label, v in kind.items() if norms[label] == norm})
+        ranks |= stats.tied_ranks({label: v for label, v in compared.items() if norms[label] == norm})
     entries = []
     for (method, label), cells in variants.items():
         acc = stats.mean_ci(cells["final_acc"].tolist())
-        is_method = method != "clean"
+        is_method = label in compared
         entries.append(
             Entry(
                 label=label,
@@ -282,6 +287,7 @@ def _entries(part: pd.DataFrame) -> list[Entry]:
                 gen_passes=float(cells["gen_passes"].mean()),
                 budget=str(cells["budget"].iloc[0]),
                 norm=norms[label] or "linf",
+                part=parts[label],
             )
         )
 
@@ -330,7 +336,7 @@ def _detail_row(entry: Entry, section_seeds: str, refs: Mapping[str, Reference])
         _num(entry.gen_wall_s, 2),
         _num(entry.gen_passes),
         _num(entry.train_s),
-        "—" if entry.baseline else entry.budget or "?",
+        "—" if entry.baseline or entry.part.startswith("rest") else entry.budget or "?",
     ]
     cells = [Cell(t) for t in texts]
     cells[1] = _method_cell(entry, refs)

@@ -135,6 +135,7 @@ CELL_COLUMNS = [
     "method",
     "method_hash",
     "label",
+    "part",
     "budget_norm",
     "budget",
     "victim",
@@ -166,7 +167,8 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
 
     ``gen_*`` come from the cell's ``generation`` block; ``gen_passes`` is ``images_forwarded / train_size``
     (forward passes through the generation models, in units of the training set). Absent or non-numeric
-    numbers are NaN, absent text is ``""``.
+    numbers are NaN, absent text is ``""``. A cell that trains on a part of the set (partial protection) has
+    its ``part`` (``p40``, ``rest40``) in its label: ``em [p40]``, ``clean [rest40]``.
     """
     records = list(records)
     labels = method_labels(records)
@@ -178,6 +180,8 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
         images = _number(gen.get("images_forwarded"))
         recipe = r.get("recipe") if isinstance(r.get("recipe"), dict) else {}
         norm, budget = _budget(r.get("budget"))
+        part = str(r.get("part") or "")
+        label = labels[(r["dataset"], r["preset"], r["method"], r["method_hash"])]
         rows.append(
             {
                 **{k: r[k] for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
@@ -185,7 +189,8 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "budget": budget,
                 "recipe": str(recipe.get("name", "")),
                 "train_size": train_size,
-                "label": labels[(r["dataset"], r["preset"], r["method"], r["method_hash"])],
+                "label": f"{label} [{part}]" if part else label,
+                "part": part,
                 "status": r["status"],
                 "protocol_hash": str(r.get("protocol_hash", "")),
                 "final_acc": _number(metrics.get("final_acc")),

@@ -22,6 +22,7 @@ from benchmarks.errors import UsageError, check_resource, parse_device, parse_ra
 from benchmarks.models import check_victim
 from benchmarks.noise import NoiseMethod, config_hash, result_config
 from benchmarks.noisefile import FileNoise, NoiseFileError
+from benchmarks.partial import check_fraction, parts_of
 from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
 from benchmarks.spec import DEFAULT_METHODS, CampaignSpec
@@ -51,6 +52,8 @@ class Plan:
     ctx: Context
     store: ResultStore
     cache: NoiseCache
+    #: the protected fractions (1.0: the whole set), checked (:func:`benchmarks.partial.check_fraction`)
+    fractions: tuple[float, ...] = (1.0,)
 
 
 @dataclass(frozen=True)
@@ -227,6 +230,12 @@ def make_plan(spec: CampaignSpec) -> Plan:
         raise UsageError(f"--seeds must be non-negative integers below 2^63, got {' '.join(map(str, spec.seeds))}")
     variants = _variants(spec, protocol, names, files)
     try:
+        fractions = tuple(dict.fromkeys(check_fraction(f) for f in spec.fractions))
+    except ValueError as err:
+        raise UsageError(f"--fractions: {err}") from None
+    if not fractions:
+        raise UsageError("--fractions: give at least one fraction (1 protects the whole set)")
+    try:
         defenses = {n: build_defense(n, protocol) for n in defense_names}
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from None
@@ -252,7 +261,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
             raise UsageError(f"{what}: {err}") from None
     return Plan(
         spec, protocol, variants, victims, defenses, sorted(set(spec.seeds)), radius, ctx,
-        ResultStore(spec.results_dir), NoiseCache(spec.cache_dir),
+        ResultStore(spec.results_dir), NoiseCache(spec.cache_dir), fractions,
     )  # fmt: skip
 
 
@@ -285,7 +294,8 @@ def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], li
             mhash = method_key(method, budget)
             p = plan.protocol
             cells = [
-                CellKey(p.dataset, p.preset, method.name, mhash, v, d, protocols[d], seed)
+                CellKey(p.dataset, p.preset, method.name, mhash, v, d, protocols[d], seed, part)
+                for part in _parts(plan, method)
                 for v in plan.victims
                 for d in plan.defenses
             ]
@@ -295,6 +305,20 @@ def jobs(plan: Plan, train: ImageSet, test: ImageSet) -> tuple[list[CellKey], li
                 key = cache_key(method, mhash, fingerprint, seed, plan.ctx.arithmetic)
                 todo.append(Job(label, seed, budget, mhash, key, open_cells))
     return keys, todo
+
+
+def _parts(plan: Plan, method: NoiseMethod) -> list[str]:
+    """The training-set parts of a variant's cells: "" (the whole set) for the fraction 1; for each fraction
+    below 1 its partly protected set (``p40``), and for the clean baseline the clean rest alone (``rest40``,
+    the control; the clean baseline "partly protected" would be the clean set again)."""
+    parts = []
+    for fraction in plan.fractions:
+        if fraction == 1.0:
+            parts.append("")
+            continue
+        protected, rest = parts_of(fraction)
+        parts.append(rest if method.name == "clean" else protected)
+    return parts
 
 
 def _finished(plan: Plan, key: CellKey) -> bool:

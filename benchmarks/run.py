@@ -96,6 +96,13 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="results cells")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache ($UEB_CACHE)")
     p.add_argument("--no-clean", action="store_true", help="skip the clean baseline row")
+    p.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=[1.0],
+        help="protected fractions of the training set (1: all; 0.4: 40%% protected, plus the clean-rest control)",
+    )
     p.add_argument("--retry-errors", action="store_true", help="rerun cells whose last attempt failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="run here or as Ray tasks")
@@ -156,6 +163,7 @@ def spec_from_args(args: argparse.Namespace) -> CampaignSpec:
         seeds=tuple(args.seeds),
         radius=args.radius,
         clean=not args.no_clean,
+        fractions=tuple(args.fractions),
         device=args.device,
         precision=args.precision,
         data_root=args.data_root,

@@ -44,6 +44,9 @@ class CampaignSpec:
         seeds: non-negative integers below 2**63.
         radius: the L-inf noise budget rho_u in 1/255 units; None = the preset's (8).
         clean: add the clean baseline (method ``clean``).
+        fractions: the protected fractions of the training set: 1.0 (the default) protects every image; a
+            fraction below 1 gives cells of that part (``p40``: 40 % protected, the rest clean) and, with the clean
+            baseline, the control that trains on the clean rest alone (``rest40``); see :mod:`benchmarks.partial`.
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``fp32`` (the reference's; on CUDA without TF32), ``tf32`` (CUDA only: TF32 tensor cores for
             matmuls and convolutions) or ``bf16`` (bf16 autocast). Never implied by the device: part of every
@@ -62,6 +65,7 @@ class CampaignSpec:
     seeds: tuple[int, ...] = (0,)
     radius: float | None = None
     clean: bool = True
+    fractions: tuple[float, ...] = (1.0,)
     device: str = "auto"
     precision: str = "fp32"
     data_root: Path | None = None

@@ -1,6 +1,7 @@
 """Results store: one JSON file per cell, written atomically; a run skips cells that are done.
 
-A cell is ``(dataset, preset, method + config hash, victim, defense, protocol hash, seed)``. The method
+A cell is ``(dataset, preset, method + config hash, victim, defense, protocol hash, seed)``, plus the part of the
+training set it trains on when only a fraction is protected. The method
 hash covers the method's options and budget; the *protocol hash* covers everything else that decides the
 number: the victim's training recipe, the defense's configuration, the training and test slice sizes and
 the precision. Both are in the file name, so a changed hyperparameter anywhere makes a new cell instead
@@ -68,10 +69,23 @@ class CellKey:
     defense: str
     protocol_hash: str
     seed: int
+    #: which part of the training set the cell trains on, for partial protection (:mod:`benchmarks.partial`):
+    #: "" the whole set, protected (every cell before partial protection existed); ``p40`` 40 % of the images
+    #: protected and the rest clean; ``rest40`` only the clean 60 % that ``p40`` leaves unprotected
+    part: str = ""
 
     @property
     def cell_id(self) -> str:
-        return f"{self.method}-{self.method_hash}__{self.victim}__{self.defense}-{self.protocol_hash}__s{self.seed}"
+        part = f"__{self.part}" if self.part else ""
+        defense = f"{self.defense}-{self.protocol_hash}{part}"
+        return f"{self.method}-{self.method_hash}__{self.victim}__{defense}__s{self.seed}"
+
+    def fields(self) -> dict[str, Any]:
+        """The key as a record's fields (``part`` only when the cell trains on a part of the set)."""
+        out = asdict(self)
+        if not self.part:
+            del out["part"]
+        return out
 
     def relpath(self) -> Path:
         return Path(self.dataset) / self.preset / f"{self.cell_id}.json"
@@ -80,7 +94,7 @@ class CellKey:
     def of(cls, record: Mapping[str, Any]) -> CellKey:
         """The key a (schema 2) record was stored under."""
         return cls(*(record[f] for f in ("dataset", "preset", "method", "method_hash", "victim", "defense")),
-                   record["protocol_hash"], record["seed"])  # fmt: skip
+                   record["protocol_hash"], record["seed"], str(record.get("part") or ""))  # fmt: skip
 
 
 def validate_cell(record: Any) -> list[str]:
@@ -136,7 +150,7 @@ class ResultStore:
         return record is not None and record["status"] == "ok"
 
     def write(self, key: CellKey, record: dict[str, Any]) -> Path:
-        record = {**record, **asdict(key), "schema": SCHEMA, "cell_id": key.cell_id}
+        record = {**record, **key.fields(), "schema": SCHEMA, "cell_id": key.cell_id}
         problems = validate_cell(record)
         if problems:
             raise ValueError(f"refusing to write an invalid cell {key.cell_id}: {'; '.join(problems)}")
