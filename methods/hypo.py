@@ -37,7 +37,7 @@ from benchmarks.noise import Meter, NoiseMethod
 from benchmarks.pgd import box_projection, eval_mode, frozen, pgd_optimize, uniform_like
 from benchmarks.registry import METHODS
 from benchmarks.types import Budget, Context, ImageSet
-from methods.tap import TargetedAdversarialPoisoning, craft_bank
+from methods.tap import TargetedAdversarialPoisoning, check_crafting_config, craft_bank
 
 
 @METHODS.register("hypo")
@@ -75,14 +75,7 @@ class HypocriticalPerturbation(NoiseMethod):
         crop_size: int | None = None  # output side of resized_crop_flip
 
         def __post_init__(self) -> None:
-            for name in ("surrogate_steps", "surrogate_batch_size", "steps", "samples", "batch_size"):
-                if getattr(self, name) <= 0:
-                    raise ValueError(f"hypo.{name} must be positive, got {getattr(self, name)}")
-            if self.step_size <= 0:
-                raise ValueError(f"hypo.step_size must be positive, got {self.step_size}")
-            if self.surrogate_schedule not in ("step", "cosine"):
-                raise ValueError(f"hypo.surrogate_schedule must be step or cosine, got {self.surrogate_schedule!r}")
-            augment.check_name(self.augment, "hypo.augment")
+            check_crafting_config(self, "hypo")
 
     def surrogate_model(self, train: ImageSet, ctx: Context, meter: Meter) -> nn.Module:
         """The fixed clean model: TAP's surrogate with this config's surrogate options (cost counted in ``meter``)."""

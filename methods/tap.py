@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,23 @@ from benchmarks.types import Budget, Context, ImageSet
 def target_labels(y: Tensor, num_classes: int, shift: int = 1) -> Tensor:
     """TAP's class map pi(y) = (y + shift) mod C."""
     return (y + shift) % num_classes
+
+
+def check_crafting_config(cfg: Any, method: str) -> None:
+    """The option checks of a method that crafts noise against a clean surrogate (TAP, HYPO): positive counts and
+    step size, a known LR schedule and augmentation.
+
+    Raises:
+        ValueError: naming ``<method>.<option>`` and what it accepts.
+    """
+    for name in ("surrogate_steps", "surrogate_batch_size", "steps", "samples", "batch_size"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"{method}.{name} must be positive, got {getattr(cfg, name)}")
+    if cfg.step_size <= 0:
+        raise ValueError(f"{method}.step_size must be positive, got {cfg.step_size}")
+    if cfg.surrogate_schedule not in ("step", "cosine"):
+        raise ValueError(f"{method}.surrogate_schedule must be step or cosine, got {cfg.surrogate_schedule!r}")
+    augment.check_name(cfg.augment, f"{method}.augment")
 
 
 @METHODS.register("tap")
@@ -67,14 +85,7 @@ class TargetedAdversarialPoisoning(NoiseMethod):
         crop_size: int | None = None  # output side of resized_crop_flip
 
         def __post_init__(self) -> None:
-            for name in ("surrogate_steps", "surrogate_batch_size", "steps", "samples", "batch_size"):
-                if getattr(self, name) <= 0:
-                    raise ValueError(f"tap.{name} must be positive, got {getattr(self, name)}")
-            if self.step_size <= 0:
-                raise ValueError(f"tap.step_size must be positive, got {self.step_size}")
-            if self.surrogate_schedule not in ("step", "cosine"):
-                raise ValueError(f"tap.surrogate_schedule must be step or cosine, got {self.surrogate_schedule!r}")
-            augment.check_name(self.augment, "tap.augment")
+            check_crafting_config(self, "tap")
 
         def recipe(self) -> TrainRecipe:
             return TrainRecipe(
