@@ -18,7 +18,7 @@ from benchmarks.partial import index_digest, parse_part, protected_index, traini
 from benchmarks.plan import Job, Plan
 from benchmarks.poisons import GenerationFailure
 from benchmarks.store import CellKey
-from benchmarks.train import NonFiniteLossError, fit
+from benchmarks.train import NonFiniteLossError, extra_data_of, fit
 from benchmarks.types import ImageSet, Poison, derive_seed
 
 log = logging.getLogger("uebench")
@@ -52,6 +52,8 @@ def train_cell(
         "method_cfg": result_config(plan.variants[job.label].config),
         "budget": asdict(job.budget),
         "defense_cfg": defense.config(),
+        # the threat model: what the defense uses beyond the protected set (not part of its hash)
+        "threat_model": {"extra_data": extra_data_of(defense)},
         "recipe": asdict(plan.protocol.recipe),
         "train_size": full_size,  # the protocol's slice (a partial cell may train on fewer: see "partial")
         "test_size": len(test),
@@ -61,12 +63,13 @@ def train_cell(
     }
     if key.part:  # which images were protected (or left out): the published list, by its digest
         kind, fraction = parse_part(key.part)
+        index = protected_index(full_size, fraction)
         record["partial"] = {
             "fraction": fraction,
             "trains_on": "protected part and clean rest" if kind == "p" else "clean rest only",
             "trained_images": None if protected is None else len(protected),
-            "protected_images": round(fraction * full_size) if kind == "p" else 0,
-            "index_sha256": index_digest(protected_index(full_size, fraction)),
+            "protected_images": len(index) if kind == "p" else 0,
+            "index_sha256": index_digest(index),
         }
     if failed or protected is None:
         return {**record, "status": "error", "error": poison.error if failed else "no protected set", "metrics": {}}

@@ -63,6 +63,13 @@ BUDGET_NOTE = (
     "parameter; the detail tables name it): such a method is not comparable with the L-inf methods as if it were, "
     "and it is ranked only against methods with the same kind of budget (never bold)."
 )
+#: marks a defense that uses more than the protected training set (extra clean data, a pretrained model)
+OTHER_THREAT = "§"
+THREAT_NOTE = (
+    f"{OTHER_THREAT} a defense that uses more than the protected training set (extra clean images or a pretrained "
+    "model, named in its detail table): it answers a weaker threat model, so its columns come after those of the "
+    "defenses that see the protected set alone and are not to be compared with them as equals."
+)
 # Colour scale of the gap to clean: bin edges of |gap| in pp; a bin is one step darker per edge reached.
 GAP_EDGES = (2.0, 10.0, 25.0, 50.0)
 # level -> (background, text colour); negative = protection (blues), positive = the victim gains (oranges).
@@ -85,7 +92,7 @@ OVERVIEW_NOTES = (
     "brackets; **more negative = stronger protection**. The clean row gives the clean accuracy itself (%, mean ± "
     "95% CI half-width). **Bold**: tied for the strongest protection under that defense (rank 1 of its detail "
     f"table: no method is significantly lower, paired t-test, p < 0.05). {ONE_SEED} one common seed: no interval, "
-    f"no rank. {BUDGET_NOTE}"
+    f"no rank. {BUDGET_NOTE} {THREAT_NOTE}"
 )
 DETAIL_NOTES = (
     "Protection = clean test accuracy (%) of a victim trained on the protected training set, final checkpoint, "
@@ -254,9 +261,20 @@ def _per_seed(cells: pd.DataFrame) -> dict[int, float]:
     return {int(k): float(v) for k, v in zip(cells["seed"], cells["final_acc"], strict=True) if math.isfinite(v)}
 
 
+def _extra_data(part: pd.DataFrame) -> dict[str, str]:
+    """defense -> what it uses beyond the protected set (``"none"``, ``"clean-data"``, ...)."""
+    return {str(d): str(cells["extra_data"].iloc[0]) for d, cells in part.groupby("defense", sort=True)}
+
+
 def _defenses(part: pd.DataFrame) -> list[str]:
-    """The defenses of a section: ``none`` first, then adversarial training (``at<k>``), then the others."""
-    return sorted(part["defense"].unique(), key=lambda d: (d != "none", not d.startswith("at"), d))
+    """The defenses of a section: ``none`` first, then adversarial training (``at<k>``), then the others; those
+    that use more than the protected set (:data:`OTHER_THREAT`) after all of them."""
+    extra = _extra_data(part)
+    return sorted(extra, key=lambda d: (extra[d] != "none", d != "none", not d.startswith("at"), d))
+
+
+def _defense_header(defense: str, extra_data: str) -> str:
+    return defense if extra_data == "none" else f"{defense} {OTHER_THREAT}"
 
 
 def _entries(part: pd.DataFrame) -> list[Entry]:
@@ -349,13 +367,16 @@ def _detail_table(
     """The ranked table of one defense; its caption names only the facts that differ from the section's."""
     own = _facts(part)
     caption = f"Defense {defense}: methods ranked by protection, strongest first."
+    extra = str(part["extra_data"].iloc[0]) if len(part) else "none"
+    if extra != "none":
+        caption += f" {OTHER_THREAT} It uses more than the protected training set: {extra}."
     differ = [f"{k} {v}" for k, v in own.items() if v != section[k]]
     if differ:
         caption += f" Under this defense: {'; '.join(differ)}."
     if not any(e.baseline for e in entries):
         caption += " No clean baseline under this defense: gaps are not available."
     rows = [_detail_row(e, section["seeds"], refs) for e in entries]
-    return Table(f"defense {defense}", caption, HEADERS, rows, RIGHT, row_header=1)
+    return Table(f"defense {_defense_header(defense, extra)}", caption, HEADERS, rows, RIGHT, row_header=1)
 
 
 def _gap_cell(entry: Entry | None, defense: str) -> Cell:
@@ -413,7 +434,8 @@ def _section(key: tuple, part: pd.DataFrame, refs: Mapping[str, Reference]) -> S
     dataset, preset, recipe, train_size, victim = key
     facts = _facts(part)
     by_defense = {d: _entries(part[part["defense"] == d]) for d in _defenses(part)}
-    header = ["method", *by_defense]
+    extra = _extra_data(part)
+    header = ["method", *(_defense_header(d, extra[d]) for d in by_defense)]
     right = tuple(range(1, len(header)))
     gaps = Table(
         "Gap to clean (pp)",

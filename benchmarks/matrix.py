@@ -127,6 +127,14 @@ def _budget(value: Any) -> tuple[str, str]:
     return norm, f"l0 {radius:g} px" if norm == "l0" else f"{norm} {radius:g}"
 
 
+def _extra_data(record: dict[str, Any]) -> str:
+    """What the cell's defense used beyond the protected set (:data:`benchmarks.train.EXTRA_DATA`); ``"none"`` for a
+    cell written before the threat model was recorded (every defense then used the protected set alone)."""
+    threat = record.get("threat_model")
+    value = threat.get("extra_data") if isinstance(threat, dict) else None
+    return value if isinstance(value, str) and value else "none"
+
+
 CELL_COLUMNS = [
     "dataset",
     "preset",
@@ -140,6 +148,7 @@ CELL_COLUMNS = [
     "budget",
     "victim",
     "defense",
+    "extra_data",
     "protocol_hash",
     "seed",
     "status",
@@ -191,6 +200,7 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "train_size": train_size,
                 "label": f"{label} [{part}]" if part else label,
                 "part": part,
+                "extra_data": _extra_data(r),
                 "status": r["status"],
                 "protocol_hash": str(r.get("protocol_hash", "")),
                 "final_acc": _number(metrics.get("final_acc")),

@@ -27,7 +27,7 @@ from benchmarks.presets import Protocol
 from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNameError
 from benchmarks.spec import DEFAULT_METHODS, CampaignSpec
 from benchmarks.store import CellKey, ResultStore, protocol_hash
-from benchmarks.train import COMPOSE, Composed, Defense
+from benchmarks.train import COMPOSE, Composed, Defense, extra_data_of
 from benchmarks.types import PRECISIONS, Budget, Context, ImageSet
 
 MAX_SEED = 2**63 - 1
@@ -168,13 +168,15 @@ def _variants(spec: CampaignSpec, protocol: Protocol, names: list[str], files: d
 
 def resolve_defenses(patterns: Sequence[str]) -> list[str]:
     """Defense names and wildcards expanded in order (:meth:`Registry.resolve`); a composition ``a+b`` is one
-    name whose parts are each checked (no wildcards inside a composition).
+    name whose parts are each checked (no wildcards inside a composition); ``@iss`` is the named grid's members
+    (:meth:`Registry.group`).
 
     Raises:
-        UnknownNameError: an unknown part, or a wildcard in a composition.
+        UnknownNameError: an unknown part or grid, or a wildcard in a composition.
     """
     out: list[str] = []
-    for pattern in patterns:
+    expanded = [m for p in patterns for m in (DEFENSES.members(p) if p.startswith("@") else (p,))]
+    for pattern in expanded:
         if COMPOSE not in pattern:
             found = DEFENSES.resolve([pattern])
         else:
@@ -195,10 +197,12 @@ def build_defense(name: str, protocol: Protocol) -> Defense:
     """The defense ``name`` with the preset's options for its family; ``a+b`` composes the parts (:class:`Composed`).
 
     Raises:
-        ValueError, TypeError: bad parameters or a composition that is refused.
+        ValueError, TypeError: bad parameters, a composition that is refused, or an unknown ``extra_data``.
     """
     parts = [DEFENSES.get(part)(**protocol.defense_options(DEFENSES.template(part))) for part in name.split(COMPOSE)]
-    return parts[0] if len(parts) == 1 else Composed(name, parts)
+    defense = parts[0] if len(parts) == 1 else Composed(name, parts)
+    extra_data_of(defense)  # its threat model is one the results can say
+    return defense
 
 
 def make_plan(spec: CampaignSpec) -> Plan:

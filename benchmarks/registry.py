@@ -38,6 +38,7 @@ class Registry(Generic[T]):
         self.kind = kind
         self._items: dict[str, T] = {}
         self._families: dict[str, tuple[re.Pattern[str], str, T, tuple[str, ...]]] = {}
+        self._groups: dict[str, tuple[tuple[str, ...], str]] = {}
 
     def register(self, name: str, *, examples: Iterable[str] = ()) -> Callable[[T], T]:
         """Register ``obj`` under ``name``; ``name`` may hold one ``<param>`` (an integer)."""
@@ -57,6 +58,28 @@ class Registry(Generic[T]):
             return obj
 
         return deco
+
+    def group(self, name: str, members: Iterable[str], about: str) -> None:
+        """Register a named grid of names, given as ``@name`` (``--defense @iss``); ``about`` says where it comes
+        from. Members are checked when the grid is used (the plugins that register them may load later)."""
+        members = tuple(members)
+        if not re.fullmatch(r"[a-z][a-z0-9-]*", name) or name in self._groups:
+            raise KeyError(f"{self.kind} grid {name!r}: a new lower-case name is required")
+        if not members or len(set(members)) != len(members):
+            raise ValueError(f"{self.kind} grid {name!r}: give its members once each")
+        self._groups[name] = (members, about)
+
+    def groups(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        """Grid name -> (members, about)."""
+        return dict(self._groups)
+
+    def members(self, name: str) -> tuple[str, ...]:
+        """The members of the grid ``@name`` (``name`` with or without the ``@``)."""
+        key = name.removeprefix("@")
+        if key not in self._groups:
+            grids = ", ".join(f"@{g}" for g in sorted(self._groups)) or "none"
+            raise UnknownNameError(f"unknown {self.kind} grid {name!r}; grids: {grids}")
+        return self._groups[key][0]
 
     def get(self, name: str) -> T:
         """The object for ``name``; for a family, the factory with its parameter bound."""

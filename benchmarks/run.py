@@ -58,7 +58,8 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
         dest="defenses",
         nargs="+",
         default=["none"],
-        help="none at<k> cutout mixup cutmix jpeg<q> grayscale bdr bdr<k>",
+        help="none at<k> crop-flip cutout mixup cutmix jpeg<q> grayscale bdr<k> gaussian<k> median<k> mean<k> oproj "
+        "ueraser-lite ueraser-max; a composition a+b (jpeg10+at4); a grid @iss @lowpass @ueraser @at",
     )
     p.add_argument(
         "--dataset", default="fashion-mnist", help="fashion-mnist cifar10 cifar100 imagenet-subset synthetic"

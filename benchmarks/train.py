@@ -70,7 +70,10 @@ class Defense:
     name: str = "none"
     #: whether ``augment`` and ``loss`` take one-hot float labels (mixup, cutmix)
     soft_labels: bool = False
-    #: what the defender uses beyond the poisoned set (threat-model metadata for the results)
+    #: the threat model: what the defender uses beyond the protected training set, one of :data:`EXTRA_DATA`
+    #: ("none": the poisoned set alone; "clean-data": extra clean images; "pretrained": a model trained on other
+    #: data, such as a diffusion purifier). Recorded in every cell; the leaderboard marks and separates defenses
+    #: that use more than the protected set, since they answer a weaker threat model
     extra_data: str = "none"
 
     def config(self) -> dict[str, Any]:
@@ -133,6 +136,25 @@ class Defense:
 
 #: joins the parts of a composed defense's name: ``jpeg10+at4``
 COMPOSE = "+"
+#: what a defense may use beyond the protected training set (:attr:`Defense.extra_data`)
+EXTRA_DATA = ("none", "clean-data", "pretrained")
+
+
+def extra_data_of(defense: Defense) -> str:
+    """What ``defense`` uses beyond the protected set: ``"none"``, or its kinds of :data:`EXTRA_DATA` joined by
+    ``+`` in that order (a composition of a part with clean data and one with a pretrained model:
+    ``clean-data+pretrained``).
+
+    Raises:
+        ValueError: a kind outside :data:`EXTRA_DATA`.
+    """
+    kinds = set(defense.extra_data.split(COMPOSE))
+    unknown = sorted(kinds - set(EXTRA_DATA))
+    if unknown:
+        raise ValueError(
+            f"defense {defense.name}: extra_data {defense.extra_data!r} is not one of {', '.join(EXTRA_DATA)}"
+        )
+    return COMPOSE.join(k for k in EXTRA_DATA if k in kinds and k != "none") or "none"
 
 
 class Composed(Defense):
@@ -168,7 +190,8 @@ class Composed(Defense):
         self.name = name
         self._parts = list(parts)
         self.soft_labels = bool(mixing)
-        self.extra_data = COMPOSE.join(p.extra_data for p in parts if p.extra_data != "none") or "none"
+        self.extra_data = COMPOSE.join(extra_data_of(p) for p in parts)
+        self.extra_data = extra_data_of(self)
 
     @property
     def parts(self) -> list[Defense]:
