@@ -48,12 +48,13 @@ HEADERS = [
     "gap to clean (pp) [95% CI]",
     "p (paired)",
     "peak acc %",
+    "robust acc %",
     "gen. wall s",
     "gen. passes",
     "train s",
     "budget",
 ]
-RIGHT = (2, 3, 4, 6, 7, 8, 9, 10)
+RIGHT = (2, 3, 4, 6, 7, 8, 9, 10, 11)
 ERROR_HEADERS = ["dataset", "preset", "victim", "defense", "method", "seed", "cell", "error"]
 ONE_SEED = "†"
 #: marks a method whose budget is not an L-inf ball (L2, L0, or declared: CUDA's blur)
@@ -104,7 +105,10 @@ DETAIL_NOTES = (
     "seeds, p < 0.05): methods that share a rank are statistically tied (— : one seed, no test). Generation "
     "cost, mean over the poisons (one per seed): wall seconds, and passes = images forwarded through the "
     "generation models / training-set size (each forward pass with its backward pass where gradients are "
-    "taken), on the generation device of the section. Train s = wall seconds of one victim training under the "
+    "taken), on the generation device of the section. Robust acc % = the victim's accuracy on a fixed class-balanced "
+    "head of the test set (1000 images) under L-inf PGD-10 (step radius/4, random start) at the radius its defense "
+    "trains against, 4/255 without one (mean over seeds; — for cells measured before it was recorded): whether "
+    "the defense made the victim robust. Train s = wall seconds of one victim training under the "
     "defense (mean over seeds): the defense's cost on the section's training device. A method listed with options "
     "is one of several "
     "configurations of that method in the same preset. Partial protection: `em [p40]` protected 40 % of the "
@@ -187,6 +191,7 @@ class Entry:
     gen_wall_s: float
     gen_passes: float
     train_s: float = math.nan  # mean wall seconds of one victim training under this defense
+    robust: float = math.nan  # mean robust accuracy of the victims (:func:`benchmarks.robustness.victim_robustness`)
     budget: str = ""  # e.g. "linf 8/255"
     norm: str = "linf"
     part: str = ""  # partial protection: "p40", or "rest40" (the clean rest alone); "" the whole set
@@ -302,6 +307,7 @@ def _entries(part: pd.DataFrame) -> list[Entry]:
                 peak=float(cells["peak_acc"].mean()),
                 gen_wall_s=float(cells["gen_wall_s"].mean()),
                 train_s=float(cells["train_s"].mean()),
+                robust=float(cells["robust_acc"].mean()),
                 gen_passes=float(cells["gen_passes"].mean()),
                 budget=str(cells["budget"].iloc[0]),
                 norm=norms[label] or "linf",
@@ -351,6 +357,7 @@ def _detail_row(entry: Entry, section_seeds: str, refs: Mapping[str, Reference])
         gap,
         gap_p,
         _pct(entry.peak),
+        _pct(entry.robust),
         _num(entry.gen_wall_s, 2),
         _num(entry.gen_passes),
         _num(entry.train_s),
@@ -367,6 +374,9 @@ def _detail_table(
     """The ranked table of one defense; its caption names only the facts that differ from the section's."""
     own = _facts(part)
     caption = f"Defense {defense}: methods ranked by protection, strongest first."
+    radii = sorted({float(r) for r in part["robust_radius"] if math.isfinite(r)})
+    if radii:
+        caption += f" Robust acc: under L-inf PGD-10 at {' and '.join(f'{r:g}' for r in radii)}/255."
     extra = str(part["extra_data"].iloc[0]) if len(part) else "none"
     if extra != "none":
         caption += f" {OTHER_THREAT} It uses more than the protected training set: {extra}."

@@ -80,6 +80,12 @@ class Defense:
         """The defense's parameters, stored with every result."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
 
+    @property
+    def attack_radius(self) -> float | None:
+        """The L-inf radius (1/255 units) the defense trains against (adversarial training), else None: the victim's
+        robust accuracy is measured at this radius (:func:`benchmarks.robustness.victim_robustness`)."""
+        return None
+
     #: whether :meth:`preprocess` treats every image on its own: then it runs a chunk of images at a time on the
     #: device (float work per chunk, whatever the set's size); a defense that fits something to the whole set
     #: sets this to False and gets the whole set at once
@@ -199,6 +205,10 @@ class Composed(Defense):
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "parts": [p.config() for p in self._parts]}
+
+    @property
+    def attack_radius(self) -> float | None:
+        return next((p.attack_radius for p in self._parts if p.attack_radius is not None), None)
 
     def preprocess_set(self, x: Tensor, device: torch.device) -> Tensor:
         for part in self._parts:

@@ -28,8 +28,11 @@ def write_cell(
     env: dict[str, Any] | None = None,
     protocol_hash: str = "0000abcd",
     budget: dict[str, Any] | None = None,
+    extra_data: str | None = None,
+    robust: tuple[float, float] | None = None,
 ) -> Path:
-    """Write one valid cell the way ``benchmarks.run`` does and return its path."""
+    """Write one valid cell the way ``benchmarks.run`` does and return its path; ``robust``: the victim's (robust
+    accuracy, radius), as :func:`benchmarks.robustness.victim_robustness` gives them."""
     key = CellKey(dataset, preset, method, method_hash, victim, defense, protocol_hash, seed)
     ok = status == "ok"
     record: dict[str, Any] = {
@@ -48,9 +51,13 @@ def write_cell(
             "git_commit": "abc",
             **(env or {}),
         },
+        **({"threat_model": {"extra_data": extra_data}} if extra_data is not None else {}),
         "status": status,
         "metrics": {"final_acc": float(final_acc), "peak_acc": float(final_acc) + 0.01, "train_acc": 0.9} if ok else {},
     }
+    if ok and robust is not None:
+        record["metrics"]["robust_acc"] = robust[0]
+        record["victim_robustness"] = {"robust_acc": robust[0], "radius": robust[1]}
     if ok:
         record["wall_s"] = {"train": 12.5 + seed, "generate": record["generation"].get("wall_s")}
     if not ok:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from benchmarks.plugins import load_plugins
 from benchmarks.presets import Protocol
 from benchmarks.registry import DEFENSES, PRESETS, VICTIMS, UnknownNameError
 from benchmarks.spec import CampaignSpec
-from benchmarks.train import Composed, TrainRecipe, fit
+from benchmarks.train import Composed, Defense, TrainRecipe, extra_data_of, fit
 from benchmarks.types import Context
 
 load_plugins()
@@ -122,3 +124,44 @@ def test_a_campaign_cell_of_a_composition(tmp_path: Path) -> None:
     )  # fmt: skip
     frame = run_campaign(spec)
     assert set(frame["defense"]) == {"jpeg10+at1"} and (frame["status"] == "ok").all()
+    assert set(frame["robust_radius"]) == {1.0}  # the victim's robust accuracy at the radius of its AT part
+
+
+class _Extra(Defense):
+    def __init__(self, name: str, extra_data: str) -> None:
+        self.name, self.extra_data = name, extra_data
+
+
+def test_the_threat_model_of_a_composition_is_what_its_parts_use() -> None:
+    none, clean, pretrained = _Extra("a", "none"), _Extra("b", "clean-data"), _Extra("c", "pretrained")
+    assert extra_data_of(Composed("a+b", [none, clean])) == "clean-data"
+    assert extra_data_of(Composed("c+a+b", [pretrained, none, clean])) == "clean-data+pretrained"
+    assert extra_data_of(Composed("a+d", [none, Defense()])) == "none"
+    with pytest.raises(ValueError, match="not one of none, clean-data, pretrained"):
+        extra_data_of(_Extra("x", "the internet"))
+
+
+@pytest.mark.timeout(300)
+def test_the_threat_model_is_in_every_cell_and_checked_before_any_work(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(DEFENSES._items, "test-clean-data", lambda: _Extra("test-clean-data", "clean-data"))
+    monkeypatch.setitem(DEFENSES._items, "test-bad", lambda: _Extra("test-bad", "web"))
+    spec = CampaignSpec(
+        dataset="synthetic", preset="tiny", methods=("random",), defenses=("none", "test-clean-data"),
+        progress=False, results_dir=tmp_path / "cells", cache_dir=tmp_path / "cache",
+    )  # fmt: skip
+    frame = run_campaign(spec)
+    assert dict(zip(frame["defense"], frame["extra_data"], strict=False)) == {
+        "none": "none",
+        "test-clean-data": "clean-data",
+    }
+    records = [json.loads(p.read_text()) for p in (tmp_path / "cells").rglob("*.json")]
+    assert sorted(r["threat_model"]["extra_data"] for r in records) == ["clean-data"] * 2 + ["none"] * 2
+    for r in records:  # no adversarial training: the victim's robust accuracy at 4/255
+        assert (
+            r["victim_robustness"]["radius"] == 4.0
+            and r["metrics"]["robust_acc"] == r["victim_robustness"]["robust_acc"]
+        )
+        assert len(r["victim_robustness"]["per_class_acc"]) == 4 and r["wall_s"]["robust_eval"] > 0
+    bad = dataclasses.replace(spec, defenses=("test-bad",), results_dir=tmp_path / "bad")
+    with pytest.raises(UsageError, match="extra_data 'web' is not one of"):
+        make_plan(bad)

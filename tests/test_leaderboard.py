@@ -86,6 +86,36 @@ def test_other_budgets_are_marked_and_ranked_among_their_kind(tmp_path) -> None:
     assert "not an L-inf ball, ranked only against methods with a blur budget" in html
 
 
+def test_defenses_that_use_more_than_the_protected_set_are_marked_and_come_last(tmp_path) -> None:
+    """The threat model: a defense with extra clean data is marked, named in its table and placed after the others;
+    a cell written before the field existed reads as "none"."""
+    root = tmp_path / "cells"
+    for seed in (0, 1):
+        for defense, extra in (("none", None), ("at4", "none"), ("cutout", "clean-data")):
+            robust = (0.6 + seed / 10, 4.0) if defense == "at4" else None
+            write_cell(
+                root, "clean", "cccc0000", defense=defense, seed=seed, final_acc=0.8, extra_data=extra, robust=robust
+            )
+            write_cell(root, "em", "eeee0000", defense=defense, seed=seed, final_acc=0.3 + seed / 10, extra_data=extra)
+    frame = cells_frame(load_records(root))
+    assert dict(zip(frame["defense"], frame["extra_data"], strict=True)) == {
+        "none": "none",
+        "at4": "none",
+        "cutout": "clean-data",
+    }
+    assert leaderboard.main(_args(tmp_path)) == 0
+    md = (tmp_path / "out" / "LB.md").read_text()
+    mark = leaderboard.OTHER_THREAT
+    assert f"| method | none | at4 | cutout {mark} |" in md
+    assert f"· defense cutout {mark}\n" in md
+    assert "It uses more than the protected training set: clean-data." in md
+    assert leaderboard.THREAT_NOTE in md
+    assert "· defense at4\n" in md and md.index("· defense at4") < md.index("· defense cutout")
+    at4 = {r[1]: r for r in _section(md, "at4")}
+    assert at4["clean"][8] == "65.00" and at4["em"][8] == "—"  # robust acc: mean of 60 and 70; em: not recorded
+    assert "Robust acc: under L-inf PGD-10 at 4/255." in md
+
+
 def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     assert leaderboard.main(_args(tmp_path)) == 0
     md = (tmp_path / "out" / "LB.md").read_text()
@@ -99,8 +129,9 @@ def test_ranking_numbers_and_gap(tmp_path, cells, capsys) -> None:
     # gap to clean (80, 80): -50, -40 -> mean -45, half-width 12.706 * 5 = 63.5, t = 9 on 1 df: p = 0.0704
     assert em[2:5] == ["35.00", "63.53", "2"]
     assert em[5:7] == ["-45.00 [-108.5, +18.5]", "0.0704"]
-    # peak, generation wall s, passes = 150000 / 1000, train s (12.5 and 13.5 on seeds 0 and 1), budget
-    assert em[7:] == ["36.00", "60.00", "150.0", "13.0", "linf 8/255"]
+    # peak, robust (not recorded), generation wall s, passes = 150000 / 1000, train s (12.5 and 13.5 on seeds 0 and 1),
+    # budget
+    assert em[7:] == ["36.00", "—", "60.00", "150.0", "13.0", "linf 8/255"]
     assert rows[4][3:7] == ["—", "1 (seed 0)", "-35.00", "—"]  # one seed: no interval, no test; its seed named
     assert _caption(md, "none") == "Defense none: methods ranked by protection, strongest first."
 

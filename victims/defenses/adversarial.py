@@ -28,6 +28,10 @@ class AdversarialTraining(Defense):
         self.steps = steps
         self.step_size = radius / step_div  # 1/255 units; the reference uses rho_a / 5 (ImageNet: / 4)
 
+    @property
+    def attack_radius(self) -> float:
+        return float(self.radius)
+
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         return adversarial_loss(
             model, x, y, eps=self.radius / 255, alpha=self.step_size / 255, steps=self.steps, generator=generator
