@@ -7,6 +7,13 @@ key, a protocol hash that matches the recipe, defense, slice sizes and precision
 every expected-numbers file (each cell, seed and value present among the results cells of the same
 config). It prints one line per problem and exits 1 when there is any, 0 otherwise.
 
+    uebench validate --preset smoke [--dataset fashion-mnist] [--results-dir DIR [DIR ...]]
+
+adds the validity criteria of a miniature protocol, computed from that preset's cells
+(:mod:`benchmarks.criteria`: victims trained to a plateau, adversarial training that changes the victim,
+surrogates that fit their data, the mission's command within 10 minutes); a criterion not met or not measured
+makes the exit code 1.
+
     uebench migrate DIR
 
 rewrites cells of an earlier schema under DIR (schema 1: no protocol hash) in place.
@@ -20,7 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.criteria import evaluate_protocol, report
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
+from benchmarks.plugins import load_plugins
+from benchmarks.registry import PRESETS
 from benchmarks.store import SCHEMA, CellKey, ResultStore, migrate, protocol_hash, validate_cell
 
 DEFAULT_EXPECTED = Path("results/expected")
@@ -85,25 +95,46 @@ def check_expected(directory: Path, records: Sequence[dict[str, Any]]) -> list[s
 
 def build_parser(prog: str) -> Parser:
     p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--results-dir", type=Path, default=Path("results/cells"), help="results cells")
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        nargs="+",
+        default=[Path("results/cells")],
+        help="results cells: one directory or several (--preset's criteria read them together)",
+    )
     p.add_argument("--expected-dir", type=Path, default=DEFAULT_EXPECTED, help="expected numbers ('' to skip)")
+    p.add_argument("--preset", default=None, help="also print this preset's validity criteria (e.g. smoke)")
+    p.add_argument("--dataset", default="fashion-mnist", help="the data set of --preset's cells")
     return p
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.validate") -> int:
     try:
         args = build_parser(prog).parse_args(argv)
-        if not args.results_dir.is_dir():
-            raise UsageError(f"--results-dir {args.results_dir} is not a directory")
+        for root in args.results_dir:
+            if not root.is_dir():
+                raise UsageError(f"--results-dir {root} is not a directory")
+        if args.preset is not None:
+            load_plugins()
+        if args.preset is not None and args.preset not in PRESETS:
+            raise UsageError(f"--preset: unknown preset {args.preset!r}; accepted: {', '.join(PRESETS.accepted())}")
     except UsageError as err:
         return fail(prog, err)
-    problems, records = check_cells(args.results_dir)
+    problems, records = [], []
+    for root in args.results_dir:
+        found, valid = check_cells(root)
+        problems, records = problems + found, records + valid
     if str(args.expected_dir) not in ("", ".") and args.expected_dir.is_dir():
         problems += check_expected(args.expected_dir, records)
     for line in problems:
         print(line)
-    print(f"{prog}: {len(records)} valid cells under {args.results_dir}; {len(problems)} problems")
-    return 1 if problems else 0
+    where = " and ".join(str(root) for root in args.results_dir)
+    print(f"{prog}: {len(records)} valid cells under {where}; {len(problems)} problems")
+    if args.preset is None:
+        return 1 if problems else 0
+    found = evaluate_protocol(records, args.dataset, args.preset)
+    print("\n".join(report(found, args.dataset, args.preset)))
+    return 1 if problems or not all(c.met for c in found) else 0
 
 
 def migrate_main(argv: Sequence[str] | None = None, prog: str = "uebench migrate") -> int:

@@ -15,6 +15,8 @@ fi
 METHODS=(em em-cw sc random tap sem rem)      # the campaign and the regression suite
 NEW_METHODS=(asr hypo ntga ar ops cuda)       # the campaign (issue 12); not in the regression suite yet
 DEFENSES=(none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10)
+NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+at4)   # issue 13
+PARTIAL_METHODS=(em sem rem ops)                                                     # issue 13: partial protection
 EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 
 # 1. every method x defense on seeds 0-2, and the regression suite's cells (every method under none; clean, SEM
@@ -23,6 +25,12 @@ EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
       --cache-dir "$CACHE"
 "$PY" -m benchmarks.run --methods "${NEW_METHODS[@]}" --defense "${DEFENSES[@]}" --seeds 0 1 2 --no-progress \
       --cache-dir "$CACHE"
+# the defenses of issue 13 (the committed cells ran as two one-thread processes side by side: OMP_NUM_THREADS=1),
+# and partial protection: 20 to 80 % of the training set protected, with the clean-rest controls
+"$PY" -m benchmarks.run --methods "${METHODS[@]}" "${NEW_METHODS[@]}" --defense "${NEW_DEFENSES[@]}" --seeds 0 1 2 \
+      --no-progress --cache-dir "$CACHE"
+"$PY" -m benchmarks.run --methods "${PARTIAL_METHODS[@]}" --defense none --fractions 0.2 0.4 0.6 0.8 --seeds 0 1 2 \
+      --no-progress --cache-dir "$CACHE"
 "$PY" -m benchmarks.run --methods "${METHODS[@]}" --defense none --seeds 3 4 --no-progress --cache-dir "$CACHE"
 "$PY" -m benchmarks.run --methods sem rem --defense at4 --seeds 3 4 --no-progress --cache-dir "$CACHE"
 # 2. the expected cells (every method under none; clean, SEM, REM under at4) re-measured on seed 0 under three

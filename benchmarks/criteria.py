@@ -1,0 +1,178 @@
+"""Is a miniature protocol valid? Four criteria, computed from a preset's results cells, not assumed.
+
+A miniature of the paper protocol (the ``smoke`` preset: a small victim, a few hundred steps, a slice of the data)
+can only answer the mission's question (do EM's, REM's and SEM's protections survive adversarial training?) if
+
+(a) **plateau**: its victims are trained to a plateau: under ``none`` and ``at4``, the mean change between the last
+    two evaluations of a victim's curve is within the seed spread of its final accuracy (standard deviation over
+    seeds), for every method;
+(b) **adversarial training acts**: the clean victim trained under ``at4`` is well more robust at 4/255 than the one
+    trained without it: the paired difference of their robust accuracies (the victims' own, recorded in every
+    cell) is positive with 95 % confidence and at least :data:`ROBUST_GAIN`;
+(c) **surrogates fit**: the min-min surrogates fit their protected data: EM's final surrogate classifies at least
+    :data:`SURROGATE_FIT` of its protected training images (REM's and SEM's are shown);
+(d) **it is quick**: the mission's command, ``python -m benchmarks.run --methods sem rem --defense at4`` (seed 0:
+    two generations and three trainings), takes at most :data:`MISSION_BUDGET_S` seconds, summed from the wall
+    times its parts recorded (generation, training, evaluation; loading the data set is not counted), on the
+    machine the cells name.
+
+``python -m benchmarks.validate --preset smoke`` prints them (:func:`report`); a criterion whose cells are missing
+is "not measured", and counts as not met.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from benchmarks import stats
+
+SURROGATE_FIT = 0.98
+ROBUST_GAIN = 0.10
+MISSION_BUDGET_S = 600.0
+#: the mission's command: its methods (the clean baseline is always added) and defense
+MISSION_METHODS = ("clean", "sem", "rem")
+MISSION_DEFENSE = "at4"
+PLATEAU_DEFENSES = ("none", "at4")
+MIN_MIN = ("em", "rem", "sem")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One criterion: ``met`` None when the cells do not measure it."""
+
+    name: str
+    rule: str
+    met: bool | None
+    measured: str
+    details: tuple[str, ...] = ()
+
+
+def _ok(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[dict[str, Any]]:
+    """The whole-set ok cells of ``preset`` on ``dataset``, of each method's main variant only: the config hash with
+    the most cells (a sweep's variants, run on fewer seeds, are not the method the mission's command runs)."""
+    cells = [
+        r
+        for r in records
+        if r.get("status") == "ok" and r["dataset"] == dataset and r["preset"] == preset and not r.get("part")
+    ]
+    counts: dict[str, dict[str, int]] = {}
+    for r in cells:
+        hashes = counts.setdefault(r["method"], {})
+        hashes[r["method_hash"]] = hashes.get(r["method_hash"], 0) + 1
+    main = {m: max(sorted(h), key=h.__getitem__) for m, h in counts.items()}
+    return [r for r in cells if r["method_hash"] == main[r["method"]]]
+
+
+def _pp(value: float) -> str:
+    return f"{value * 100:+.2f}" if math.isfinite(value) else "—"
+
+
+def plateau(cells: Sequence[dict[str, Any]]) -> Criterion:
+    """(a): per (method, defense) under ``none`` and ``at4``, |mean last-evaluation change| <= seed SD."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in cells:
+        if r["defense"] in PLATEAU_DEFENSES and len(r.get("curve") or []) >= 2:
+            groups.setdefault((r["method"], r["defense"]), []).append(r)
+    rows, failed = [], []
+    for (method, defense), group in sorted(groups.items()):
+        if len({r["seed"] for r in group}) < 2:
+            continue
+        drift = float(np.mean([r["curve"][-1][1] - r["curve"][-2][1] for r in group]))
+        spread = float(np.std([r["metrics"]["final_acc"] for r in group], ddof=1))
+        ok = abs(drift) <= spread
+        rows.append(f"{method}/{defense}: last change {_pp(drift)} pp, seed SD {spread * 100:.2f} pp (n {len(group)})")
+        if not ok:
+            failed.append(rows[-1])
+    rule = "under none and at4, every method's mean change over the last two evaluations is within the seed SD"
+    if not rows:
+        return Criterion("(a) plateau", rule, None, "no method with 2 seeds and a curve under none or at4")
+    measured = f"{len(rows) - len(failed)} of {len(rows)} (method, defense) pairs within the seed spread"
+    return Criterion("(a) plateau", rule, not failed, measured, tuple(failed or rows[:4]))
+
+
+def adversarial_training_acts(cells: Sequence[dict[str, Any]]) -> Criterion:
+    """(b): the clean at4 victim's robust accuracy at 4/255 against the standard victim's, paired over seeds."""
+    robust: dict[str, dict[int, float]] = {"none": {}, "at4": {}}
+    for r in cells:
+        measured = r.get("victim_robustness") or {}
+        if r["method"] == "clean" and r["defense"] in robust and measured.get("radius") == 4.0:
+            robust[r["defense"]][int(r["seed"])] = float(measured["robust_acc"])
+    rule = f"clean victim, robust accuracy at 4/255: at4 - none > 0 (95 % CI) and >= {ROBUST_GAIN * 100:g} points"
+    test = stats.paired(robust["at4"], robust["none"])
+    if test.diff.n < 2:
+        seeds = {d: sorted(v) for d, v in robust.items()}
+        return Criterion("(b) adversarial training acts", rule, None, f"fewer than 2 common seeds recorded it {seeds}")
+    means = {d: stats.mean_ci(list(v.values())) for d, v in robust.items()}
+    met = test.diff.low > 0 and test.diff.mean >= ROBUST_GAIN
+    measured = (
+        f"standard victim {means['none'].mean * 100:.1f} %, at4 victim {means['at4'].mean * 100:.1f} %; "
+        f"at4 - none {_pp(test.diff.mean)} pp [{_pp(test.diff.low)}, {_pp(test.diff.high)}], p {test.p:.3g}, "
+        f"seeds {' '.join(map(str, test.seeds))}"
+    )
+    return Criterion("(b) adversarial training acts", rule, met, measured)
+
+
+def surrogates_fit(cells: Sequence[dict[str, Any]]) -> Criterion:
+    """(c): the final surrogate's accuracy on its protected training images (generation stats)."""
+    fit: dict[str, dict[int, float]] = {}
+    for r in cells:
+        value = (r.get("generation") or {}).get("surrogate_clean_acc")
+        if r["method"] in MIN_MIN and isinstance(value, int | float):
+            fit.setdefault(r["method"], {})[int(r["seed"])] = float(value)
+    rule = f"EM's final surrogate fits at least {SURROGATE_FIT * 100:g} % of its protected training images"
+    details = tuple(
+        f"{m}: min {min(v.values()) * 100:.1f} %, mean {np.mean(list(v.values())) * 100:.1f} % over seeds "
+        f"{' '.join(map(str, sorted(v)))}"
+        for m, v in sorted(fit.items())
+    )
+    if "em" not in fit:
+        return Criterion("(c) surrogates fit", rule, None, "no EM poison recorded its surrogate's accuracy", details)
+    worst = min(fit["em"].values())
+    return Criterion("(c) surrogates fit", rule, worst >= SURROGATE_FIT, f"EM worst seed {worst * 100:.1f} %", details)
+
+
+def mission_time(cells: Sequence[dict[str, Any]]) -> Criterion:
+    """(d): seconds of the mission's command per seed, from the generation and training times its parts recorded."""
+    rule = f"the mission's command (sem rem under at4, seed 0) within {MISSION_BUDGET_S:g} s, from recorded times"
+    parts: dict[int, dict[str, float]] = {}
+    devices = set()
+    for r in cells:
+        if r["method"] in MISSION_METHODS and r["defense"] == MISSION_DEFENSE:
+            wall = r.get("wall_s") or {}
+            train = float(wall.get("train") or math.nan) + float(wall.get("robust_eval") or 0.0)
+            generate = float((r.get("generation") or {}).get("wall_s") or 0.0)
+            parts.setdefault(int(r["seed"]), {})[r["method"]] = train + generate
+            devices.add(str(r["env"].get("device")))
+    complete = {s: sum(v.values()) for s, v in parts.items() if set(v) == set(MISSION_METHODS)}
+    if not complete or not all(math.isfinite(t) for t in complete.values()):
+        return Criterion("(d) quick", rule, None, "no seed with clean, sem and rem cells under at4")
+    seed = 0 if 0 in complete else min(complete)
+    worst = max(complete.values())
+    measured = (
+        f"seed {seed}: {complete[seed]:.0f} s (every seed: {min(complete.values()):.0f} to {worst:.0f} s) on "
+        f"{' and '.join(sorted(devices))}"
+    )
+    return Criterion("(d) quick", rule, complete[seed] <= MISSION_BUDGET_S, measured)
+
+
+def evaluate_protocol(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[Criterion]:
+    """The four criteria of ``preset`` on ``dataset`` from its whole-set ok cells among ``records``."""
+    cells = _ok(records, dataset, preset)
+    return [plateau(cells), adversarial_training_acts(cells), surrogates_fit(cells), mission_time(cells)]
+
+
+def report(criteria: Sequence[Criterion], dataset: str, preset: str) -> list[str]:
+    """The lines :func:`benchmarks.validate.main` prints."""
+    lines = [f"protocol {preset} on {dataset}: validity criteria"]
+    for c in criteria:
+        verdict = "not measured" if c.met is None else ("met" if c.met else "NOT met")
+        lines += [f"{c.name}: {verdict}. {c.measured}", f"    rule: {c.rule}"]
+        lines += [f"    {d}" for d in c.details]
+    met = sum(c.met is True for c in criteria)
+    lines.append(f"{met} of {len(criteria)} criteria met")
+    return lines
