@@ -4,7 +4,8 @@
     uebench leaderboard                                    # = python -m benchmarks.leaderboard
     uebench correlation --defense at4                      # = python -m analysis.correlation
     uebench speed | uebench gallery --methods em sem       # = python -m analysis.speed | analysis.gallery
-    uebench validate [--results-dir DIR]                   # check results cells and expected files
+    uebench validate [--results-dir DIR] [--preset smoke]  # check results cells, expected files, a protocol
+    uebench study --presets smoke [...]                    # the protocol study's table of candidates
     uebench migrate DIR                                    # rewrite cells of an earlier schema
 
 ``uebench <command> --help`` lists each command's options with their defaults. Every command is a module's
@@ -25,8 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "correlation": ("analysis.correlation", "victim accuracy against surrogate and noise robustness"),
     "speed": ("analysis.speed", "generation cost per method and its ratio to SEM"),
     "gallery": ("analysis.gallery", "clean, noise and protected images per method"),
-    "validate": ("benchmarks.validate", "check results cells and expected numbers (schema, keys, consistency)"),
+    "validate": ("benchmarks.validate", "check results cells and expected numbers; --preset: a protocol's validity"),
     "migrate": ("benchmarks.validate", "rewrite results cells of an earlier schema in place"),
+    "study": ("benchmarks.study", "candidate protocols and their validity criteria -> results/protocol-study.md"),
 }
 
 

@@ -52,7 +52,7 @@ class Criterion:
     details: tuple[str, ...] = ()
 
 
-def _ok(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[dict[str, Any]]:
+def main_variants(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[dict[str, Any]]:
     """The whole-set ok cells of ``preset`` on ``dataset``, of each method's main variant only: the config hash with
     the most cells (a sweep's variants, run on fewer seeds, are not the method the mission's command runs)."""
     cells = [
@@ -162,7 +162,7 @@ def mission_time(cells: Sequence[dict[str, Any]]) -> Criterion:
 
 def evaluate_protocol(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[Criterion]:
     """The four criteria of ``preset`` on ``dataset`` from its whole-set ok cells among ``records``."""
-    cells = _ok(records, dataset, preset)
+    cells = main_variants(records, dataset, preset)
     return [plateau(cells), adversarial_training_acts(cells), surrogates_fit(cells), mission_time(cells)]
 
 

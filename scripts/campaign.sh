@@ -15,8 +15,8 @@ fi
 METHODS=(em em-cw sc random tap sem rem)      # the campaign and the regression suite
 NEW_METHODS=(asr hypo ntga ar ops cuda)       # the campaign (issue 12); not in the regression suite yet
 DEFENSES=(none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10)
-NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+at4)   # issue 13
-PARTIAL_METHODS=(em sem rem ops)                                                     # issue 13: partial protection
+NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+crop-flip)  # issue 13
+PARTIAL_METHODS=(em sem rem ops)  # issue 13: partial protection
 EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 
 # 1. every method x defense on seeds 0-2, and the regression suite's cells (every method under none; clean, SEM
