@@ -18,7 +18,15 @@ from torch import nn
 from benchmarks.models import normalized
 from benchmarks.registry import VICTIMS
 
-__all__ = ["WideResNet", "resnet18_cifar", "resnet50_cifar", "tiny_cnn", "vgg16_bn_cifar", "wrn34_10_cifar"]
+__all__ = [
+    "WideResNet",
+    "resnet18_cifar",
+    "resnet50_cifar",
+    "resnet_mini_cifar",
+    "tiny_cnn",
+    "vgg16_bn_cifar",
+    "wrn34_10_cifar",
+]
 
 
 def _cifar_resnet(block: type[nn.Module], layers: tuple[int, ...], num_classes: int, in_chans: int) -> ResNet:
@@ -33,6 +41,20 @@ def _cifar_resnet(block: type[nn.Module], layers: tuple[int, ...], num_classes: 
 def resnet18_cifar(num_classes: int = 10, in_chans: int = 3) -> ResNet:
     """ResNet-18 (BasicBlock [2, 2, 2, 2]) with the CIFAR stem."""
     return _cifar_resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_chans)
+
+
+def resnet_mini_cifar(num_classes: int = 10, in_chans: int = 3) -> ResNet:
+    """A small CIFAR-stem ResNet (BasicBlock [1, 1, 1, 1], widths 16-32-64-128, 0.31 M parameters): the ResNet
+    shape of the paper's victim at a CPU protocol's cost (a candidate of the protocol study)."""
+    # the deep stem's width (2 x 8) sets the 16 channels the first stage starts from; the stem itself is then
+    # replaced by the CIFAR one (a 3x3 stride-1 convolution, no max-pool), as in resnet18
+    model = ResNet(
+        BasicBlock, (1, 1, 1, 1), num_classes=num_classes, in_chans=in_chans, channels=(16, 32, 64, 128),
+        stem_type="deep", stem_width=8, zero_init_last=False,
+    )  # fmt: skip
+    model.conv1 = nn.Conv2d(in_chans, 16, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
 
 
 def resnet50_cifar(num_classes: int = 10, in_chans: int = 3) -> ResNet:
@@ -169,6 +191,7 @@ def _factory(arch: Callable[[int, int], nn.Module], name: str) -> Callable[[int,
 for _name, _arch in {
     "resnet18": resnet18_cifar,
     "resnet50": resnet50_cifar,
+    "resnet_mini": resnet_mini_cifar,
     "vgg16_bn": vgg16_bn_cifar,
     "wrn34_10": wrn34_10_cifar,
     "densenet121": _densenet121,
