@@ -43,12 +43,14 @@ AXIS = {
 def points(frame: pd.DataFrame, defense: str) -> tuple[pd.DataFrame, list[str]]:
     """``(points, skipped)``: one row per (variant, victim) under ``defense`` with at least one robustness number.
 
-    ``skipped`` names the variants (``dataset/preset/label``) that have none.
+    ``skipped`` names the variants (``dataset/preset/label``) that have none. Cells of partial protection (a part of
+    the training set protected) are left out: their accuracy is not the poison's.
 
     Raises:
         ResultsError: no finished cell under ``defense``.
     """
-    ok = frame[frame["status"] == "ok"]
+    # a cell that trains on a partly protected set (partial protection: part p40, rest40) is not a poison variant
+    ok = frame[(frame["status"] == "ok") & (frame["part"] == "")]
     cells = ok[ok["defense"] == defense]
     if cells.empty:
         present = ", ".join(sorted(set(ok["defense"]))) or "none finished"

@@ -100,7 +100,8 @@ def build_parser(prog: str) -> Parser:
         type=Path,
         nargs="+",
         default=[Path("results/cells")],
-        help="results cells: one directory or several (--preset's criteria read them together)",
+        help="results cells: one directory or several, read together (a cell in a later one replaces the same cell "
+        "of an earlier one)",
     )
     p.add_argument("--expected-dir", type=Path, default=DEFAULT_EXPECTED, help="expected numbers ('' to skip)")
     p.add_argument("--preset", default=None, help="also print this preset's validity criteria (e.g. smoke)")
@@ -120,10 +121,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.va
             raise UsageError(f"--preset: unknown preset {args.preset!r}; accepted: {', '.join(PRESETS.accepted())}")
     except UsageError as err:
         return fail(prog, err)
-    problems, records = [], []
-    for root in args.results_dir:
+    problems, by_id = [], {}
+    for root in args.results_dir:  # a cell in a later directory replaces the same cell of an earlier one
         found, valid = check_cells(root)
-        problems, records = problems + found, records + valid
+        problems += found
+        by_id |= {r["cell_id"]: r for r in valid}
+    records = list(by_id.values())
     if str(args.expected_dir) not in ("", ".") and args.expected_dir.is_dir():
         problems += check_expected(args.expected_dir, records)
     for line in problems:

@@ -30,14 +30,16 @@ def write_cell(
     budget: dict[str, Any] | None = None,
     extra_data: str | None = None,
     robust: tuple[float, float] | None = None,
+    part: str = "",
 ) -> Path:
     """Write one valid cell the way ``benchmarks.run`` does and return its path; ``robust``: the victim's (robust
     accuracy, radius), as :func:`benchmarks.robustness.victim_robustness` gives them."""
-    key = CellKey(dataset, preset, method, method_hash, victim, defense, protocol_hash, seed)
+    key = CellKey(dataset, preset, method, method_hash, victim, defense, protocol_hash, seed, part)
     ok = status == "ok"
     record: dict[str, Any] = {
         **{k: getattr(key, k) for k in ("dataset", "preset", "method", "method_hash", "victim", "defense", "seed")},
         "protocol_hash": protocol_hash,
+        **({"part": part} if part else {}),
         "method_cfg": method_cfg if method_cfg is not None else {},
         "budget": budget if budget is not None else {"norm": "linf", "radius": 8.0},
         "recipe": {"name": recipe, "steps": 300},

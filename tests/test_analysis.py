@@ -105,6 +105,9 @@ def robust_cells(tmp_path: Path) -> Path:
             write_cell(root, method, f"0000000{i}", defense="at4", seed=seed, final_acc=acc + d, generation=gen)
             write_cell(root, method, f"0000000{i}", defense="none", seed=seed, final_acc=0.1, generation=gen)
     write_cell(root, "clean", "cccc0000", defense="at4", final_acc=0.9)  # no robustness: skipped
+    # partial protection (40 % of the set protected): not a poison variant, left out of the correlation
+    gen = _gen(1.0, 100, surrogate_robust_acc=0.1, noise_robustness=-2.0)
+    write_cell(root, "em", "00000000", defense="at4", final_acc=0.84, generation=gen, part="p40")
     write_cell(
         root, "sc", "5c000000", defense="at4", final_acc=0.5, generation={"wall_s": 0.1, "noise_robustness": None}
     )

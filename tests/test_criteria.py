@@ -89,6 +89,7 @@ def test_the_command(tmp_path: Path, capsys) -> None:
     assert "validity criteria" not in capsys.readouterr().out
     other = tmp_path / "more"
     write_cell(other, "clean", "cccc0000", preset="smoke", defense="at4", seed=0, robust=(0.7, 4.0))
+    write_cell(other, "clean", "cccc0000", preset="smoke", seed=0, robust=(0.5, 4.0))  # replaces root's seed-0 cell
     validate_cli.main(["--results-dir", str(root), str(other), "--expected-dir", "", "--preset", "smoke"])
     assert f"3 valid cells under {root} and {other}" in capsys.readouterr().out
     assert validate_cli.main(["--results-dir", str(root), str(tmp_path / "none"), "--preset", "smoke"]) == 2
