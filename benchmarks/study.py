@@ -19,10 +19,10 @@ from typing import Any
 from benchmarks import stats
 from benchmarks.criteria import Criterion, evaluate_protocol, main_variants
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
-from benchmarks.io import atomic_write_text
+from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, load_records, markdown_table
 from benchmarks.plugins import load_plugins
-from benchmarks.registry import PRESETS
+from benchmarks.registry import DATASETS, PRESETS
 
 PROG = "python -m benchmarks.study"
 COMPARED = ("em", "rem", "sem")
@@ -124,9 +124,15 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         unknown = [p for p in args.presets if p not in PRESETS]
         if unknown:
             raise UsageError(f"--presets: unknown {', '.join(unknown)}; accepted: {', '.join(PRESETS.accepted())}")
+        if args.dataset not in DATASETS:
+            raise UsageError(f"--dataset: unknown {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
         for root in args.results_dir:
             if not root.is_dir():
                 raise UsageError(f"--results-dir {root} is not a directory")
+        try:
+            check_writable(args.out.parent)
+        except PermissionError as err:
+            raise UsageError(f"--out: {err}") from None
         records = [r for root in args.results_dir for r in load_records(root)]
     except (UsageError, ResultsError) as err:
         return fail(prog, err)

@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks.criteria import evaluate_protocol, report
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.plugins import load_plugins
-from benchmarks.registry import PRESETS
+from benchmarks.registry import DATASETS, PRESETS
 from benchmarks.store import SCHEMA, CellKey, ResultStore, migrate, protocol_hash, validate_cell
 
 DEFAULT_EXPECTED = Path("results/expected")
@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.va
             load_plugins()
         if args.preset is not None and args.preset not in PRESETS:
             raise UsageError(f"--preset: unknown preset {args.preset!r}; accepted: {', '.join(PRESETS.accepted())}")
+        if args.preset is not None and args.dataset not in DATASETS:
+            raise UsageError(f"--dataset: unknown {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
     except UsageError as err:
         return fail(prog, err)
     problems, by_id = [], {}

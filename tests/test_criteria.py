@@ -93,6 +93,7 @@ def test_the_command(tmp_path: Path, capsys) -> None:
     validate_cli.main(["--results-dir", str(root), str(other), "--expected-dir", "", "--preset", "smoke"])
     assert f"3 valid cells under {root} and {other}" in capsys.readouterr().out
     assert validate_cli.main(["--results-dir", str(root), str(tmp_path / "none"), "--preset", "smoke"]) == 2
+    assert validate_cli.main(["--results-dir", str(root), "--preset", "smoke", "--dataset", "nonsense"]) == 2
     assert validate_cli.main(["--results-dir", str(root), "--preset", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
 

@@ -36,4 +36,12 @@ def test_bad_input_exits_2(tmp_path: Path, capsys) -> None:
     assert "unknown nope" in capsys.readouterr().err
     assert study.main(["--presets", "smoke", "--results-dir", str(tmp_path / "missing")]) == 2
     assert study.main(["--presets", "smoke", "--results-dir", str(tmp_path)]) == 2  # no cells in it
-    assert list(tmp_path.iterdir()) == []
+    write_cell(tmp_path / "cells", "clean", "c0")
+    cells = ["--presets", "smoke", "--results-dir", str(tmp_path / "cells")]
+    assert study.main([*cells, "--dataset", "nonsense"]) == 2
+    assert "--dataset: unknown 'nonsense'" in capsys.readouterr().err
+    a_file = next((tmp_path / "cells").rglob("*.json"))
+    assert study.main([*cells, "--out", str(a_file / "s.md")]) == 2  # a file is not a directory
+    assert "--out: cannot write" in capsys.readouterr().err
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert written == {a_file}  # nothing but the cell this test wrote
