@@ -46,18 +46,20 @@ def test_adversarial_training_raises_surrogate_robustness(data, victims) -> None
         assert out["robustness_images"] == len(test) and out["robustness_radius"] == 8.0
 
 
+class _Constant(torch.nn.Module):
+    """Always predicts class 0 of 4, whatever the input (its gradient with respect to the input is zero)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bias.expand(len(x), 4) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+
 def test_constant_model_is_perfectly_robust(data) -> None:
     train, _ = data
-
-    class Constant(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]))
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.bias.expand(len(x), 4) + 0 * x.flatten(1).sum(1, keepdim=True)
-
-    out = robustness(Constant(), train, Context(progress=False), max_images=64)
+    out = robustness(_Constant(), train, Context(progress=False), max_images=64)
     assert out["surrogate_robust_acc"] == out["surrogate_clean_acc"] == 0.25
     assert out["noise_loss_rise"] == pytest.approx(0.0, abs=1e-6)
     assert out["robustness_images"] == 64
@@ -96,15 +98,6 @@ def test_victim_robustness_of_a_constant_model_and_a_test_view(data) -> None:
     assert out["robust_acc"] == out["clean_acc"] == 0.25 and out["radius"] == 4.0
     assert out["per_class_acc"] == out["per_class_robust_acc"] == [1.0, 0.0, 0.0, 0.0]
     assert seen and set(seen) == {(16, 16)}  # the attack perturbs the stored image; the view crops inside
-
-
-class _Constant(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.bias = torch.nn.Parameter(torch.tensor([1.0, 0.0, 0.0, 0.0]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bias.expand(len(x), 4) + 0 * x.flatten(1).sum(1, keepdim=True)
 
 
 def test_generation_stats_carry_robustness_for_surrogate_methods(data) -> None:
