@@ -18,7 +18,7 @@ from benchmarks.noise import result_config
 from benchmarks.partial import index_digest, parse_part, protected_index, training_part
 from benchmarks.plan import Job, Plan
 from benchmarks.poisons import GenerationFailure
-from benchmarks.robustness import DEFAULT_RADIUS, victim_robustness
+from benchmarks.robustness import victim_robustness
 from benchmarks.store import CellKey
 from benchmarks.train import NonFiniteLossError, extra_data_of, fit
 from benchmarks.types import ImageSet, Poison, derive_seed
@@ -82,11 +82,11 @@ def train_cell(
         ctx.manual_seed()
         model = create_victim(key.victim, protected.num_classes, protected.shape[0])
         result = fit(model, protected, test, defense, plan.protocol.recipe, ctx, desc=key.cell_id)
-        # the victim's robust accuracy at its defense's radius (4/255 without one): did the defense change it?
+        # the victim's robust accuracy at its defense's radius (without one: the protocol's rho_a, 4/255 unless the
+        # protocol scales its radii): did the defense change it?
         recipe, start = plan.protocol.recipe, time.perf_counter()
-        robust = victim_robustness(
-            model, test, ctx, defense.attack_radius or DEFAULT_RADIUS, recipe.test_view if recipe.crop_size else None
-        )
+        radius = defense.attack_radius or plan.protocol.adv_radius
+        robust = victim_robustness(model, test, ctx, radius, recipe.test_view if recipe.crop_size else None)
     except Exception as err:
         if not isinstance(err, NonFiniteLossError | torch.cuda.OutOfMemoryError):
             log.error("cell %s failed", key.cell_id, exc_info=True)

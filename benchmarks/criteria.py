@@ -30,14 +30,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks import stats
+from benchmarks.registry import PRESETS
 
 SURROGATE_FIT = 0.98
 ROBUST_GAIN = 0.10
 MISSION_BUDGET_S = 600.0
-#: the mission's command: its methods (the clean baseline is always added) and defense
+#: the mission's command: its methods (the clean baseline is always added) and defense (the papers' at4; a protocol
+#: that scales its radii names its own: ``Protocol.mission_defense``)
 MISSION_METHODS = ("clean", "sem", "rem")
 MISSION_DEFENSE = "at4"
-PLATEAU_DEFENSES = ("none", "at4")
 MIN_MIN = ("em", "rem", "sem")
 
 
@@ -72,11 +73,11 @@ def _pp(value: float) -> str:
     return f"{value * 100:+.2f}" if math.isfinite(value) else "—"
 
 
-def plateau(cells: Sequence[dict[str, Any]]) -> Criterion:
-    """(a): per (method, defense) under ``none`` and ``at4``, |mean last-evaluation change| <= seed SD."""
+def plateau(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE) -> Criterion:
+    """(a): per (method, defense) under ``none`` and ``mission``, |mean last-evaluation change| <= seed SD."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in cells:
-        if r["defense"] in PLATEAU_DEFENSES and len(r.get("curve") or []) >= 2:
+        if r["defense"] in ("none", mission) and len(r.get("curve") or []) >= 2:
             groups.setdefault((r["method"], r["defense"]), []).append(r)
     rows, failed = [], []
     for (method, defense), group in sorted(groups.items()):
@@ -88,30 +89,36 @@ def plateau(cells: Sequence[dict[str, Any]]) -> Criterion:
         rows.append(f"{method}/{defense}: last change {_pp(drift)} pp, seed SD {spread * 100:.2f} pp (n {len(group)})")
         if not ok:
             failed.append(rows[-1])
-    rule = "under none and at4, every method's mean change over the last two evaluations is within the seed SD"
+    rule = f"under none and {mission}, every method's mean change over the last two evaluations is within the seed SD"
     if not rows:
-        return Criterion("(a) plateau", rule, None, "no method with 2 seeds and a curve under none or at4")
+        return Criterion("(a) plateau", rule, None, f"no method with 2 seeds and a curve under none or {mission}")
     measured = f"{len(rows) - len(failed)} of {len(rows)} (method, defense) pairs within the seed spread"
     return Criterion("(a) plateau", rule, not failed, measured, tuple(failed or rows[:4]))
 
 
-def adversarial_training_acts(cells: Sequence[dict[str, Any]]) -> Criterion:
-    """(b): the clean at4 victim's robust accuracy at 4/255 against the standard victim's, paired over seeds."""
-    robust: dict[str, dict[int, float]] = {"none": {}, "at4": {}}
+def adversarial_training_acts(
+    cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE, radius: float = 4.0
+) -> Criterion:
+    """(b): the clean ``mission`` victim's robust accuracy at ``radius``/255 against the standard victim's, paired over
+    seeds."""
+    robust: dict[str, dict[int, float]] = {"none": {}, mission: {}}
     for r in cells:
         measured = r.get("victim_robustness") or {}
-        if r["method"] == "clean" and r["defense"] in robust and measured.get("radius") == 4.0:
+        if r["method"] == "clean" and r["defense"] in robust and measured.get("radius") == radius:
             robust[r["defense"]][int(r["seed"])] = float(measured["robust_acc"])
-    rule = f"clean victim, robust accuracy at 4/255: at4 - none > 0 (95 % CI) and >= {ROBUST_GAIN * 100:g} points"
-    test = stats.paired(robust["at4"], robust["none"])
+    rule = (
+        f"clean victim, robust accuracy at {radius:g}/255: {mission} - none > 0 (95 % CI) and >= "
+        f"{ROBUST_GAIN * 100:g} points"
+    )
+    test = stats.paired(robust[mission], robust["none"])
     if test.diff.n < 2:
         seeds = {d: sorted(v) for d, v in robust.items()}
         return Criterion("(b) adversarial training acts", rule, None, f"fewer than 2 common seeds recorded it {seeds}")
     means = {d: stats.mean_ci(list(v.values())) for d, v in robust.items()}
     met = test.diff.low > 0 and test.diff.mean >= ROBUST_GAIN
     measured = (
-        f"standard victim {means['none'].mean * 100:.1f} %, at4 victim {means['at4'].mean * 100:.1f} %; "
-        f"at4 - none {_pp(test.diff.mean)} pp [{_pp(test.diff.low)}, {_pp(test.diff.high)}], p {test.p:.3g}, "
+        f"standard victim {means['none'].mean * 100:.1f} %, {mission} victim {means[mission].mean * 100:.1f} %; "
+        f"{mission} - none {_pp(test.diff.mean)} pp [{_pp(test.diff.low)}, {_pp(test.diff.high)}], p {test.p:.3g}, "
         f"seeds {' '.join(map(str, test.seeds))}"
     )
     return Criterion("(b) adversarial training acts", rule, met, measured)
@@ -136,13 +143,17 @@ def surrogates_fit(cells: Sequence[dict[str, Any]]) -> Criterion:
     return Criterion("(c) surrogates fit", rule, worst >= SURROGATE_FIT, f"EM worst seed {worst * 100:.1f} %", details)
 
 
-def mission_time(cells: Sequence[dict[str, Any]]) -> Criterion:
-    """(d): seconds of the mission's command per seed, from the generation and training times its parts recorded."""
-    rule = f"the mission's command (sem rem under at4, seed 0) within {MISSION_BUDGET_S:g} s, from recorded times"
+def mission_time(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE) -> Criterion:
+    """(d): seconds of the mission's command per seed, from the generation and training times its parts recorded.
+
+    Where no seed has all of its cells, the parts a seed has are a lower bound: over the budget, the criterion is
+    not met (a protocol whose one adversarial training already takes longer is measured without the rest).
+    """
+    rule = f"the mission's command (sem rem under {mission}, seed 0) within {MISSION_BUDGET_S:g} s, from recorded times"
     parts: dict[int, dict[str, float]] = {}
     devices = set()
     for r in cells:
-        if r["method"] in MISSION_METHODS and r["defense"] == MISSION_DEFENSE:
+        if r["method"] in MISSION_METHODS and r["defense"] == mission:
             wall = r.get("wall_s") or {}
             train = float(wall.get("train") or math.nan) + float(wall.get("robust_eval") or 0.0)
             generate = float((r.get("generation") or {}).get("wall_s") or 0.0)
@@ -150,7 +161,16 @@ def mission_time(cells: Sequence[dict[str, Any]]) -> Criterion:
             devices.add(str(r["env"].get("device")))
     complete = {s: sum(v.values()) for s, v in parts.items() if set(v) == set(MISSION_METHODS)}
     if not complete or not all(math.isfinite(t) for t in complete.values()):
-        return Criterion("(d) quick", rule, None, "no seed with clean, sem and rem cells under at4")
+        bounds = {s: sum(v.values()) for s, v in parts.items() if all(math.isfinite(t) for t in v.values())}
+        if bounds and min(bounds.values()) > MISSION_BUDGET_S:
+            seed = min(bounds, key=bounds.__getitem__)
+            have = " ".join(sorted(parts[seed]))
+            measured = (
+                f"at least {bounds[seed]:.0f} s: seed {seed}'s {have} cells alone (the rest not run) on "
+                f"{' and '.join(sorted(devices))}"
+            )
+            return Criterion("(d) quick", rule, False, measured)
+        return Criterion("(d) quick", rule, None, f"no seed with clean, sem and rem cells under {mission}")
     seed = 0 if 0 in complete else min(complete)
     worst = max(complete.values())
     measured = (
@@ -161,9 +181,18 @@ def mission_time(cells: Sequence[dict[str, Any]]) -> Criterion:
 
 
 def evaluate_protocol(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[Criterion]:
-    """The four criteria of ``preset`` on ``dataset`` from its whole-set ok cells among ``records``."""
+    """The four criteria of ``preset`` on ``dataset`` from its whole-set ok cells among ``records``, under the
+    protocol's own adversarial training and rho_a (``Protocol.mission_defense``, ``adv_radius``: at4 and 4/255 unless
+    it scales its radii)."""
+    protocol = PRESETS.get(preset)(dataset)
+    mission, radius = protocol.mission_defense, protocol.adv_radius
     cells = main_variants(records, dataset, preset)
-    return [plateau(cells), adversarial_training_acts(cells), surrogates_fit(cells), mission_time(cells)]
+    return [
+        plateau(cells, mission),
+        adversarial_training_acts(cells, mission, radius),
+        surrogates_fit(cells),
+        mission_time(cells, mission),
+    ]
 
 
 def report(criteria: Sequence[Criterion], dataset: str, preset: str) -> list[str]:

@@ -356,6 +356,23 @@ def stratified_head(data: ImageSet, n: int | None) -> ImageSet:
     return data.subset(stratified_index(data, n))
 
 
+def pad_to(data: ImageSet, size: int | None) -> ImageSet:
+    """``data`` with its images zero-padded, centred, to ``size`` x ``size`` (28 x 28 Fashion-MNIST to CIFAR's 32 x 32);
+    ``size`` None returns ``data`` itself.
+
+    Raises:
+        ValueError: ``size`` smaller than an image side.
+    """
+    if size is None:
+        return data
+    height, width = data.shape[1:]
+    if size < max(height, width):
+        raise ValueError(f"pad_to: size {size} is smaller than the images ({height} x {width})")
+    top, left = (size - height) // 2, (size - width) // 2
+    x = F.pad(data.x, (left, size - width - left, top, size - height - top))
+    return ImageSet(x, data.y, data.num_classes, data.name)
+
+
 def stratified_index(data: ImageSet, n: int) -> Tensor:
     """The sorted indices of :func:`stratified_head` ``(data, n)`` for ``n < len(data)``. Shape: int64 ``(n,)``."""
     k_count = data.num_classes

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.cache import NoiseCache
-from benchmarks.data import load_dataset, stratified_head
+from benchmarks.data import load_dataset, pad_to, stratified_head
 from benchmarks.errors import UsageError, check_resource, parse_device, parse_radius
 from benchmarks.models import check_victim
 from benchmarks.noise import NoiseMethod, config_hash, result_config
@@ -270,9 +270,11 @@ def make_plan(spec: CampaignSpec) -> Plan:
 
 
 def load_data(plan: Plan) -> tuple[ImageSet, ImageSet]:
-    """The protocol's class-balanced slices of the data set (raises DatasetMissingError)."""
-    train, test = load_dataset(plan.protocol.dataset, plan.spec.data_root, plan.spec.download)
-    return stratified_head(train, plan.protocol.train_size), stratified_head(test, plan.protocol.test_size)
+    """The protocol's class-balanced slices of the data set, padded to its image size (raises DatasetMissingError)."""
+    p = plan.protocol
+    train, test = load_dataset(p.dataset, plan.spec.data_root, plan.spec.download)
+    train, test = stratified_head(train, p.train_size), stratified_head(test, p.test_size)
+    return pad_to(train, p.image_size), pad_to(test, p.image_size)
 
 
 def load_noise_files(plan: Plan, train: ImageSet) -> None:

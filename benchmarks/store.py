@@ -97,6 +97,12 @@ class CellKey:
                    record["protocol_hash"], record["seed"], str(record.get("part") or ""))  # fmt: skip
 
 
+def record_identity(record: dict[str, Any]) -> tuple[str, str, str]:
+    """Which cell a record is, across results directories: its data set, preset and cell id (the id names a cell
+    within its data set and preset only)."""
+    return record["dataset"], record["preset"], record["cell_id"]
+
+
 def validate_cell(record: Any) -> list[str]:
     """Problems of a cell record (empty when valid)."""
     if not isinstance(record, dict):

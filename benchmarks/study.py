@@ -23,21 +23,26 @@ from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, load_records, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
+from benchmarks.store import record_identity
 
 PROG = "python -m benchmarks.study"
 COMPARED = ("em", "rem", "sem")
-DEFENSES = ("none", "at4")
+#: the mission's comparison: no defense, and adversarial training at the protocol's rho_a ("AT": at4 unless the
+#: candidate scales its radii)
+DEFENSES = ("none", "AT")
 HEADERS = [
     "candidate",
     "victim",
     "steps",
     "train images",
-    "rho_u",
+    "image side",
+    "augmentation",
+    "rho_u / rho_a (AT)",
     "(a) plateau",
-    "(b) robust acc at 4/255: standard -> at4 victim",
+    "(b) robust acc at rho_a: standard -> AT victim",
     "(c) EM surrogate fit",
     "(d) mission s",
-    "clean acc none / at4",
+    "clean acc none / AT",
     *(f"{m} - clean, {d} (pp)" for d in DEFENSES for m in COMPARED),
 ]
 
@@ -63,9 +68,9 @@ def _gap(cells: Sequence[dict[str, Any]], method: str, defense: str) -> str:
     return f"{test.diff.mean * 100:+.1f} [{test.diff.low * 100:+.1f}, {test.diff.high * 100:+.1f}] p {test.p:.2g}"
 
 
-def _clean(cells: Sequence[dict[str, Any]]) -> str:
+def _clean(cells: Sequence[dict[str, Any]], mission: str) -> str:
     out = []
-    for defense in DEFENSES:
+    for defense in ("none", mission):
         acc = stats.mean_ci(
             [r["metrics"]["final_acc"] for r in cells if (r["method"], r["defense"]) == ("clean", defense)]
         )
@@ -78,15 +83,18 @@ def row(records: Sequence[dict[str, Any]], dataset: str, preset: str) -> list[st
     protocol = PRESETS.get(preset)(dataset)
     found = evaluate_protocol(records, dataset, preset)
     cells = main_variants(records, dataset, preset)
+    mission = protocol.mission_defense
     return [
         preset,
         protocol.victim,
         str(protocol.recipe.steps),
         str(protocol.train_size or "all"),
-        f"{protocol.radius:g}/255",
+        str(protocol.image_size or "as loaded"),
+        protocol.recipe.augment,
+        f"{protocol.radius:g}/255 / {protocol.adv_radius:g}/255 ({mission})",
         *(_verdict(c) for c in found),
-        _clean(cells),
-        *(_gap(cells, m, d) for d in DEFENSES for m in COMPARED),
+        _clean(cells, mission),
+        *(_gap(cells, m, d) for d in ("none", mission) for m in COMPARED),
     ]
 
 
@@ -133,7 +141,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             check_writable(args.out.parent)
         except PermissionError as err:
             raise UsageError(f"--out: {err}") from None
-        records = [r for root in args.results_dir for r in load_records(root)]
+        # a cell in a later --results-dir replaces the same cell of an earlier one (as in validate)
+        records = list({record_identity(r): r for root in args.results_dir for r in load_records(root)}.values())
     except (UsageError, ResultsError) as err:
         return fail(prog, err)
     command = " ".join(["python -m benchmarks.study", *(argv if argv is not None else sys.argv[1:])])

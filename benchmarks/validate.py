@@ -31,7 +31,7 @@ from benchmarks.criteria import evaluate_protocol, report
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
-from benchmarks.store import SCHEMA, CellKey, ResultStore, migrate, protocol_hash, validate_cell
+from benchmarks.store import SCHEMA, CellKey, ResultStore, migrate, protocol_hash, record_identity, validate_cell
 
 DEFAULT_EXPECTED = Path("results/expected")
 
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.va
     for root in args.results_dir:  # a cell in a later directory replaces the same cell of an earlier one
         found, valid = check_cells(root)
         problems += found
-        by_id |= {r["cell_id"]: r for r in valid}
+        by_id |= {record_identity(r): r for r in valid}
     records = list(by_id.values())
     if str(args.expected_dir) not in ("", ".") and args.expected_dir.is_dir():
         problems += check_expected(args.expected_dir, records)

@@ -76,6 +76,11 @@ def test_the_missions_time_sums_its_parts_of_the_main_variants() -> None:
     cells[3]["generation"]["wall_s"] = 400.0
     assert criteria.evaluate_protocol(cells, "fashion-mnist", "smoke")[3].met is False  # 660 s
     assert criteria.mission_time(cells[1:]).met is None  # no clean cell
+    # a protocol whose parts alone exceed the budget is measured without the rest: a lower bound, not met
+    slow = [_cell("clean", "at8", 0, wall_s={"train": 700.0, "robust_eval": 5.0})]
+    found = criteria.mission_time(slow, "at8")
+    assert found.met is False and found.measured.startswith("at least 705 s: seed 0's clean cells alone")
+    assert criteria.mission_time(slow[:1], "at4").met is None  # another protocol's defense: nothing measured
 
 
 def test_the_command(tmp_path: Path, capsys) -> None:

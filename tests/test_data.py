@@ -19,6 +19,7 @@ from benchmarks.data import (
     SafeUnpickler,
     load_dataset,
     make_synthetic,
+    pad_to,
     stratified_head,
 )
 from benchmarks.registry import DATASETS, UnknownNameError
@@ -403,3 +404,33 @@ def test_stratified_head_errors() -> None:
     assert stratified_head(toy, 5).y.tolist() == [0, 1, 2, 0, 1]  # quotas 2, 2, 1
     with pytest.raises(ValueError, match="class 2"):
         stratified_head(toy, 6)  # quotas 2, 2, 2 but class 2 has one image
+
+
+# ------------------------------------------------------------------------------------------------------- pad_to
+
+
+def test_pad_to_centres_the_images_on_a_zero_border() -> None:
+    train, _ = make_synthetic(n_train=8, shape=(1, 28, 28))
+    padded = pad_to(train, 32)
+    assert padded.shape == (1, 32, 32) and torch.equal(padded.y, train.y) and padded.num_classes == train.num_classes
+    assert torch.equal(padded.x[:, :, 2:30, 2:30], train.x)  # 2 pixels each side
+    assert int(padded.x.sum()) == int(train.x.sum())  # the border is black
+    assert pad_to(train, None) is train and torch.equal(pad_to(train, 28).x, train.x)
+    odd = pad_to(train, 31)  # an odd margin: the extra row and column go to the bottom and right
+    assert torch.equal(odd.x[:, :, 1:29, 1:29], train.x)
+    with pytest.raises(ValueError, match="smaller than the images"):
+        pad_to(train, 27)
+
+
+def test_a_protocols_image_size_pads_both_slices(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from benchmarks import plan as plan_module
+    from benchmarks.spec import CampaignSpec
+
+    small = make_synthetic(n_train=40, n_test=20, num_classes=10, shape=(1, 28, 28))
+    monkeypatch.setattr(plan_module, "load_dataset", lambda *_: small)
+    spec = CampaignSpec(
+        dataset="fashion-mnist", preset="smoke-32", methods=("random",), defenses=("none",), results_dir=tmp_path / "r",
+        cache_dir=tmp_path / "c", progress=False,
+    )  # fmt: skip
+    train, test = plan_module.load_data(plan_module.make_plan(spec))
+    assert train.shape == test.shape == (1, 32, 32) and (len(train), len(test)) == (40, 20)

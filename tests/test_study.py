@@ -16,19 +16,28 @@ def test_a_row_per_candidate_with_its_criteria_and_gaps(tmp_path: Path, capsys) 
             robust = (0.3 if defense == "none" else 0.7, 4.0)
             write_cell(root, "clean", "c0", defense=defense, seed=seed, final_acc=0.84, robust=robust)
             write_cell(root, "em", "e0", defense=defense, seed=seed, final_acc=0.50 + seed / 100)
+        # a candidate that doubles the radii is judged at its own: at8, robust accuracy at 8/255
+        for defense, robust in (("none", (0.40, 8.0)), ("at4", (0.9, 4.0)), ("at8", (0.45, 8.0))):
+            write_cell(root, "clean", "c0", preset="smoke-r16", defense=defense, seed=seed, robust=robust)
     out = tmp_path / "study.md"
-    assert study.main(["--presets", "smoke", "tiny", "--results-dir", str(root), "--out", str(out)]) == 0
+    argv = ["--presets", "smoke", "tiny", "smoke-r16", "--results-dir", str(root), "--out", str(out)]
+    assert study.main(argv) == 0
     text = out.read_text()
-    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| smoke") or line.startswith("| tiny")]
-    assert [r[0] for r in rows] == ["| smoke", "| tiny"]  # every candidate, even one without cells
-    smoke = dict(zip(study.HEADERS, [c.strip("| ") for c in rows[0]], strict=True))
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith(("| smoke", "| tiny"))]
+    assert [r[0] for r in rows] == ["| smoke", "| tiny", "| smoke-r16"]  # every candidate, even one without cells
+    smoke, _, r16 = (dict(zip(study.HEADERS, [c.strip("| ") for c in r], strict=True)) for r in rows)
     assert smoke["victim"] == "tiny_cnn" and smoke["steps"] == "300" and smoke["train images"] == "3000"
-    assert smoke["(b) robust acc at 4/255: standard -> at4 victim"].startswith("met: standard victim 30.0 %")
-    assert smoke["clean acc none / at4"] == "84.0 / 84.0"
+    assert smoke["image side"] == "as loaded" and smoke["augmentation"] == "none"
+    assert smoke["rho_u / rho_a (AT)"] == "8/255 / 4/255 (at4)"
+    assert smoke["(b) robust acc at rho_a: standard -> AT victim"].startswith("met: standard victim 30.0 %")
+    assert smoke["clean acc none / AT"] == "84.0 / 84.0"
     # em - clean under none: -34, -33, -32 points: mean -33, CI half-width t(0.975, 2) * 1 / sqrt(3) = 2.48
     assert smoke["em - clean, none (pp)"].startswith("-33.0 [-35.5, -30.5] p")
-    assert smoke["rem - clean, at4 (pp)"] == "—"
-    assert "python -m benchmarks.study --presets smoke tiny" in text
+    assert smoke["rem - clean, AT (pp)"] == "—"
+    assert r16["rho_u / rho_a (AT)"] == "16/255 / 8/255 (at8)"
+    # +5 points at 8/255 (at4's cells, robust at 4/255, are not the comparison): measured, not enough
+    assert r16["(b) robust acc at rho_a: standard -> AT victim"].startswith("NOT met: standard victim 40.0 %, at8")
+    assert "python -m benchmarks.study --presets smoke tiny smoke-r16" in text
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys) -> None:
