@@ -7,10 +7,11 @@ from the cells' ``generation`` block (``surrogate_robust_acc``, ``noise_robustne
 :mod:`benchmarks.robustness`), averaged over the variant's poisons (seeds); y is the victim's mean final
 clean test accuracy under ``--defense``. Variants without robustness numbers (clean, random, sc, or cells
 generated before they were recorded) are skipped and named. Each (data set, preset, victim) with at least
-3 points gets a regression plot per robustness number with Pearson's r and its p-value.
+3 points gets a regression plot per robustness number with Pearson's r, its 95 % confidence interval (Fisher's z)
+and its p-value.
 
 Writes ``correlation_<defense>.png``, ``correlation_<defense>.csv`` (the points) and
-``correlation_<defense>_stats.csv`` (r, p, n per panel) under ``--out-dir``.
+``correlation_<defense>_stats.csv`` (n, r, p, r_low, r_high per panel) under ``--out-dir``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -67,37 +69,56 @@ def points(frame: pd.DataFrame, defense: str) -> tuple[pd.DataFrame, list[str]]:
     return table[has_any][[*columns, "n_cells"]].sort_values([*GROUP, "label"]).reset_index(drop=True), skipped
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
-    """Pearson's r and its two-sided p-value (scipy); NaN for fewer than 3 points or constant input."""
+class Pearson(NamedTuple):
+    """Pearson's r, its two-sided p-value and the 95 % confidence interval of r (Fisher's z, as scipy gives it)."""
+
+    r: float
+    p: float
+    low: float
+    high: float
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> Pearson:
+    """Pearson's r with its p-value and 95 % CI (scipy); NaN for fewer than 3 points or constant input. With 3
+    points the interval is the whole of [-1, 1]: Fisher's z has no spread estimate below 4."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < MIN_POINTS or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan
+        return Pearson(math.nan, math.nan, math.nan, math.nan)
     result = stats.pearsonr(x, y)
-    return float(result.statistic), float(result.pvalue)
+    if len(x) > MIN_POINTS:
+        ci = result.confidence_interval(confidence_level=0.95)
+        low, high = float(ci.low), float(ci.high)
+    else:
+        low, high = -1.0, 1.0
+    return Pearson(float(result.statistic), float(result.pvalue), low, high)
 
 
 def correlations(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (data set, preset, victim, robustness number) with at least 3 points: r, p, n."""
+    """One row per (data set, preset, victim, robustness number) with at least 3 points: n, r, p and r's 95 % CI."""
     rows = []
     for key, part in table.groupby(GROUP, sort=True):
         for metric in ROBUSTNESS:
             usable = part[part[metric].notna()]
             if len(usable) >= MIN_POINTS:
-                r, p = pearson(usable[metric], usable["final_acc_mean"])
+                found = pearson(usable[metric], usable["final_acc_mean"])
                 group = dict(zip(GROUP, key, strict=True))
-                rows.append({**group, "robustness": metric, "n": len(usable), "r": r, "p": p})
-    return pd.DataFrame(rows, columns=[*GROUP, "robustness", "n", "r", "p"])
+                rows.append({**group, "robustness": metric, "n": len(usable), **found._asdict()})
+    renamed = pd.DataFrame(rows, columns=[*GROUP, "robustness", "n", *Pearson._fields])
+    return renamed.rename(columns={"low": "r_low", "high": "r_high"})
 
 
-def _title(metric: str, n: int, r: float, p: float) -> str:
+def _title(metric: str, n: int, r: float, p: float, low: float, high: float) -> str:
     if not math.isfinite(r):
         return f"{metric}: r undefined (constant values), n={n}"
-    return f"{metric}: Pearson r = {r:+.3f}, p = {p:.3g}, n={n}"
+    return f"{metric}: Pearson r = {r:+.3f} [{low:+.2f}, {high:+.2f}], p = {p:.3g}, n={n}"
 
 
 def plot(table: pd.DataFrame, found: pd.DataFrame, defense: str, path: Path) -> Path:
     """Regression plots: a row per (data set, preset, victim) in ``found``, a column per robustness number."""
-    stat = {(*key, metric): (n, r, p) for *key, metric, n, r, p in found.itertuples(index=False)}
+    stat = {
+        (r.dataset, r.preset, r.victim, r.robustness): (r.n, r.r, r.p, r.r_low, r.r_high)
+        for r in found.itertuples(index=False)
+    }
     groups = [(key, part) for key, part in table.groupby(GROUP, sort=True) if any(k[:3] == key for k in stat)]
     width, height = 6 * len(ROBUSTNESS), 4.5 * len(groups)
     fig, axes = subplots(len(groups), len(ROBUSTNESS), figsize=(width, height), squeeze=False, layout="constrained")
@@ -150,7 +171,8 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     if skipped:
         print(f"skipped (no robustness numbers in their generation block): {', '.join(skipped)}")
     for r in found.itertuples():
-        print(f"{r.dataset}/{r.preset}/{r.victim} under {args.defense}: {_title(r.robustness, r.n, r.r, r.p)}")
+        title = _title(r.robustness, r.n, r.r, r.p, r.r_low, r.r_high)
+        print(f"{r.dataset}/{r.preset}/{r.victim} under {args.defense}: {title}")
     stem = f"correlation_{_slug(args.defense)}"
     written = [
         save_csv(table, args.out_dir / f"{stem}.csv"),

@@ -117,7 +117,12 @@ def robust_cells(tmp_path: Path) -> Path:
 def test_pearson_matches_scipy() -> None:
     x, y = [0.1, 0.6, 0.7, 0.3, 0.5], [0.8, 0.45, 0.35, 0.7, 0.2]
     ref = stats.pearsonr(x, y)
-    assert correlation.pearson(x, y) == pytest.approx((ref.statistic, ref.pvalue))
+    ci = ref.confidence_interval(confidence_level=0.95)
+    assert correlation.pearson(x, y) == pytest.approx((ref.statistic, ref.pvalue, ci.low, ci.high))
+    # Fisher's z by hand: atanh(r) +- 1.96 / sqrt(n - 3)
+    z, half = math.atanh(ref.statistic), stats.norm.ppf(0.975) / math.sqrt(len(x) - 3)
+    assert correlation.pearson(x, y)[2:] == pytest.approx((math.tanh(z - half), math.tanh(z + half)))
+    assert correlation.pearson(x[:3], y[:3])[2:] == (-1.0, 1.0)  # 3 points: no spread estimate, the whole range
     assert all(math.isnan(v) for v in correlation.pearson([1, 1, 1], [1, 2, 3]))
     assert all(math.isnan(v) for v in correlation.pearson([1, 2], [1, 2]))
 
@@ -139,6 +144,8 @@ def test_correlation_csv_and_plot(tmp_path, robust_cells, capsys) -> None:
         assert found.loc[metric, "r"] == pytest.approx(ref.statistic)
         assert found.loc[metric, "p"] == pytest.approx(ref.pvalue)
         assert found.loc[metric, "n"] == 4
+        ci = ref.confidence_interval(confidence_level=0.95)
+        assert (found.loc[metric, "r_low"], found.loc[metric, "r_high"]) == pytest.approx((ci.low, ci.high))
     printed = capsys.readouterr().out
     assert "skipped" in printed and "fashion-mnist/smoke/clean" in printed and "fashion-mnist/smoke/sc" in printed
     assert_png(out / "correlation_at4.png")
