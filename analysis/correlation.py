@@ -4,10 +4,11 @@
 
 One point per poison variant (data set, preset, method, config hash) and victim: x is a robustness number
 from the cells' ``generation`` block (``surrogate_robust_acc``, ``noise_robustness``; see
-:mod:`benchmarks.robustness`), averaged over the variant's poisons (seeds); y is the victim's mean final
-clean test accuracy under ``--defense``. Variants without robustness numbers (clean, random, sc, or cells
-generated before they were recorded) are skipped and named. Each (data set, preset, victim) with at least
-3 points gets a regression plot per robustness number with Pearson's r, its 95 % confidence interval (Fisher's z)
+:mod:`benchmarks.robustness`), at the surrogate's own rho_a and, with the suffix ``_fixed``, at 4/255 for
+every variant (a sweep of rho_a compares on one scale), averaged over the variant's poisons (seeds); y is the
+victim's mean final clean test accuracy under ``--defense``. Variants without robustness numbers (clean, random,
+sc, or cells generated before they were recorded) are skipped and named. Each (data set, preset, victim) with at
+least 3 points gets a regression plot per robustness number with Pearson's r, its 95 % confidence interval (Fisher's z)
 and its p-value.
 
 Writes ``correlation_<defense>.png``, ``correlation_<defense>.csv`` (the points) and
@@ -30,15 +31,19 @@ from scipy import stats
 
 from analysis._cli import check_out_dir, save_csv, save_png, subplots
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
-from benchmarks.matrix import ROBUSTNESS, ResultsError, cells_frame, load_records, poison_frame
+from benchmarks.matrix import ROBUSTNESS, ROBUSTNESS_FIXED, ResultsError, cells_frame, load_records, poison_frame
 
 PROG = "python -m analysis.correlation"
 MIN_POINTS = 3
 GROUP = ["dataset", "preset", "victim"]
 VARIANT = ["dataset", "preset", "method", "method_hash"]
+#: every robustness number, at each method's own rho_a and at 4/255 for every variant
+METRICS = (*ROBUSTNESS, *ROBUSTNESS_FIXED)
 AXIS = {
-    "surrogate_robust_acc": "surrogate robust accuracy (PGD on x+δ)",
-    "noise_robustness": "noise robustness (−mean CE rise under PGD)",
+    "surrogate_robust_acc": "surrogate robust accuracy (PGD on x+δ), own rho_a",
+    "noise_robustness": "noise robustness (−mean CE rise under PGD), own rho_a",
+    "surrogate_robust_acc_fixed": "surrogate robust accuracy (PGD on x+δ), 4/255",
+    "noise_robustness_fixed": "noise robustness (−mean CE rise under PGD), 4/255",
 }
 
 
@@ -57,15 +62,15 @@ def points(frame: pd.DataFrame, defense: str) -> tuple[pd.DataFrame, list[str]]:
     if cells.empty:
         present = ", ".join(sorted(set(ok["defense"]))) or "none finished"
         raise ResultsError(f"no finished cells under defense {defense!r}; defenses present: {present}")
-    robust = poison_frame(cells).groupby(VARIANT, sort=True)[list(ROBUSTNESS)].mean()
+    robust = poison_frame(cells).groupby(VARIANT, sort=True)[list(METRICS)].mean()
     acc = cells.groupby([*VARIANT, "label", "victim"], sort=True)["final_acc"].agg(["mean", "count"])
     acc = acc.rename(columns={"mean": "final_acc_mean", "count": "n_cells"}).reset_index()
     n_poisons = poison_frame(cells).groupby(VARIANT).size().rename("n_poisons")
     table = acc.join(robust, on=VARIANT).join(n_poisons, on=VARIANT)
     table.insert(3, "defense", defense)
-    has_any = table[list(ROBUSTNESS)].notna().any(axis=1)
+    has_any = table[list(METRICS)].notna().any(axis=1)
     skipped = sorted({f"{r.dataset}/{r.preset}/{r.label}" for r in table[~has_any].itertuples()})
-    columns = [*GROUP, "defense", "method", "method_hash", "label", "n_poisons", *ROBUSTNESS, "final_acc_mean"]
+    columns = [*GROUP, "defense", "method", "method_hash", "label", "n_poisons", *METRICS, "final_acc_mean"]
     return table[has_any][[*columns, "n_cells"]].sort_values([*GROUP, "label"]).reset_index(drop=True), skipped
 
 
@@ -97,7 +102,7 @@ def correlations(table: pd.DataFrame) -> pd.DataFrame:
     """One row per (data set, preset, victim, robustness number) with at least 3 points: n, r, p and r's 95 % CI."""
     rows = []
     for key, part in table.groupby(GROUP, sort=True):
-        for metric in ROBUSTNESS:
+        for metric in METRICS:
             usable = part[part[metric].notna()]
             if len(usable) >= MIN_POINTS:
                 found = pearson(usable[metric], usable["final_acc_mean"])
@@ -120,10 +125,10 @@ def plot(table: pd.DataFrame, found: pd.DataFrame, defense: str, path: Path) -> 
         for r in found.itertuples(index=False)
     }
     groups = [(key, part) for key, part in table.groupby(GROUP, sort=True) if any(k[:3] == key for k in stat)]
-    width, height = 6 * len(ROBUSTNESS), 4.5 * len(groups)
-    fig, axes = subplots(len(groups), len(ROBUSTNESS), figsize=(width, height), squeeze=False, layout="constrained")
+    width, height = 6 * len(METRICS), 4.5 * len(groups)
+    fig, axes = subplots(len(groups), len(METRICS), figsize=(width, height), squeeze=False, layout="constrained")
     for row, (key, part) in zip(axes, groups, strict=True):
-        for ax, metric in zip(row, ROBUSTNESS, strict=True):
+        for ax, metric in zip(row, METRICS, strict=True):
             usable = part[part[metric].notna()]
             ax.set_xlabel(AXIS[metric])
             ax.set_ylabel(f"victim clean test acc % ({defense})")

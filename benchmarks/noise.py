@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from benchmarks.data import stratified_index
 from benchmarks.env import device_name
 from benchmarks.robustness import DEFAULT_RADIUS, ROBUSTNESS_IMAGES, robustness
+from benchmarks.store import FIXED_RADIUS, FIXED_SUFFIX
 from benchmarks.types import Budget, Context, ImageSet, Poison, row_chunks
 
 
@@ -314,7 +315,8 @@ class NoiseMethod(ABC):
         return poison
 
     def _robustness(self, model: nn.Module | None, poison: Poison, train: ImageSet, ctx: Context) -> dict[str, Any]:
-        """Surrogate and noise robustness (benchmarks.robustness) at the surrogate's rho_a, timed separately."""
+        """Surrogate and noise robustness (benchmarks.robustness) at the surrogate's rho_a and at FIXED_RADIUS (4/255),
+        timed separately."""
         if model is None:
             return {}
         start = time.perf_counter()
@@ -322,5 +324,9 @@ class NoiseMethod(ABC):
         if len(train) > ROBUSTNESS_IMAGES:  # protect only the images measured, not the whole set
             head = stratified_index(train, ROBUSTNESS_IMAGES)
             train, poison = train.subset(head), poison.subset(head)
-        out = robustness(model, poison.apply(train), ctx, radius)
+        protected = poison.apply(train)
+        out = robustness(model, protected, ctx, radius)
+        # and at one radius for every variant, so that methods and sweeps of rho_a compare on one scale
+        fixed = out if radius == FIXED_RADIUS else robustness(model, protected, ctx, FIXED_RADIUS)
+        out |= {f"{k}{FIXED_SUFFIX}": fixed[k] for k in ("surrogate_robust_acc", "noise_robustness")}
         return {**out, "robustness_s": time.perf_counter() - start}

@@ -23,6 +23,10 @@ from typing import Any
 
 from benchmarks.io import atomic_write_text, check_writable
 
+#: a generation block's robustness numbers (benchmarks.robustness) are at the surrogate's own rho_a; the same numbers
+#: at this one radius for every variant carry this suffix (``surrogate_robust_acc_fixed``)
+FIXED_RADIUS = 4.0
+FIXED_SUFFIX = "_fixed"
 SCHEMA = 2
 log = logging.getLogger(__name__)
 REQUIRED = {

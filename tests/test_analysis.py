@@ -151,6 +151,39 @@ def test_correlation_csv_and_plot(tmp_path, robust_cells, capsys) -> None:
     assert_png(out / "correlation_at4.png")
 
 
+def test_correlation_at_each_methods_own_radius_and_at_4(tmp_path) -> None:
+    root = tmp_path / "cells"
+    # method -> (own rho_a, surrogate robust acc there, at 4/255 as recorded, victim acc): at an own radius of 4/255
+    # the own numbers are the fixed ones (noise generated before both were recorded); at 8/255 without a recorded
+    # 4/255 number the variant has none
+    variants = {
+        "em": (4.0, 0.1, None, 0.8),
+        "tap": (4.0, 0.3, None, 0.7),
+        "rem": (8.0, 0.2, 0.6, 0.45),
+        "sem": (8.0, 0.3, 0.7, 0.35),
+        "asr": (8.0, 0.5, None, 0.5),
+    }
+    for i, (method, (radius, own, fixed, acc)) in enumerate(variants.items()):
+        gen = _gen(1.0, 100, surrogate_robust_acc=own, noise_robustness=-own, robustness_radius=radius)
+        if fixed is not None:
+            gen |= {"surrogate_robust_acc_fixed": fixed, "noise_robustness_fixed": -fixed}
+        write_cell(root, method, f"0000000{i}", defense="at4", final_acc=acc, generation=gen)
+    out = tmp_path / "fig"
+    assert correlation.main(["--results-dir", str(root), "--defense", "at4", "--out-dir", str(out)]) == 0
+    points = pd.read_csv(out / "correlation_at4.csv").set_index("method")
+    assert (
+        points.loc["em", "surrogate_robust_acc_fixed"] == 0.1 and points.loc["rem", "surrogate_robust_acc_fixed"] == 0.6
+    )
+    assert (
+        math.isnan(points.loc["asr", "surrogate_robust_acc_fixed"]) and points.loc["asr", "surrogate_robust_acc"] == 0.5
+    )
+    found = pd.read_csv(out / "correlation_at4_stats.csv").set_index("robustness")
+    assert found.loc["surrogate_robust_acc", "n"] == 5 and found.loc["surrogate_robust_acc_fixed", "n"] == 4
+    ref = stats.pearsonr([0.1, 0.3, 0.6, 0.7], [0.8, 0.7, 0.45, 0.35])
+    assert found.loc["surrogate_robust_acc_fixed", "r"] == pytest.approx(ref.statistic)
+    assert_png(out / "correlation_at4.png")
+
+
 def test_correlation_needs_three_points(tmp_path, capsys) -> None:
     root = tmp_path / "cells"
     for i, method in enumerate(("em", "sem")):

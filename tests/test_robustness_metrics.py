@@ -106,5 +106,15 @@ def test_generation_stats_carry_robustness_for_surrogate_methods(data) -> None:
     stats = sem.generate(train, Budget(), Context(progress=False)).stats
     assert stats["robustness_radius"] == 4.0  # SEM's rho_a
     assert 0.0 <= stats["surrogate_robust_acc"] <= 1.0 and "noise_robustness" in stats
+    # at 4/255 the own numbers are the fixed-radius ones; at another rho_a both are measured, PGD at 8/255 is harder
+    assert stats["surrogate_robust_acc_fixed"] == stats["surrogate_robust_acc"]
+    assert stats["noise_robustness_fixed"] == stats["noise_robustness"]
+    wide = METHODS.get("sem")(
+        surrogate="tiny_cnn", steps=2, batch_size=32, noise_steps=1, samples=1, adv_steps=1, adv_radius=8.0
+    )
+    stats = wide.generate(train, Budget(), Context(progress=False)).stats
+    assert stats["robustness_radius"] == 8.0
+    assert stats["noise_robustness"] < stats["noise_robustness_fixed"]  # a larger CE rise at 8/255 than at 4/255
+    assert stats["surrogate_robust_acc"] <= stats["surrogate_robust_acc_fixed"]
     rnd = METHODS.get("random")().generate(train, Budget(), Context(progress=False)).stats
     assert "surrogate_robust_acc" not in rnd
