@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from _cells import write_cell
 
 from benchmarks import study
+from benchmarks.criteria import Criterion
 
 
 def test_a_row_per_candidate_with_its_criteria_and_gaps(tmp_path: Path, capsys) -> None:
@@ -37,7 +39,22 @@ def test_a_row_per_candidate_with_its_criteria_and_gaps(tmp_path: Path, capsys) 
     assert r16["rho_u / rho_a (AT)"] == "16/255 / 8/255 (at8)"
     # +5 points at 8/255 (at4's cells, robust at 4/255, are not the comparison): measured, not enough
     assert r16["(b) robust acc at rho_a: standard -> AT victim"].startswith("NOT met: standard victim 40.0 %, at8")
+    assert smoke["criteria met"] == "1 of 4" and r16["criteria met"] == "0 of 4"
+    assert "Chosen by the criteria: **smoke**, 1 of 4 met" in text
     assert "python -m benchmarks.study --presets smoke tiny smoke-r16" in text
+
+
+def test_the_choice_ranks_met_then_measured_then_the_missions_time() -> None:
+    def judged(*verdicts: bool | None, seconds: float = math.nan) -> list[Criterion]:
+        found = [Criterion(f"({k})", "rule", met, "measured") for k, met in enumerate(verdicts)]
+        return [*found, Criterion("(d) quick", "rule", seconds <= 600, "measured", value=seconds)]
+
+    assert study.choose({"a": judged(True, False, None), "b": judged(True, True, False)}) == "b"  # 3 met beats 2
+    # as many met: the fewer not measured, then the quicker mission, then the order given
+    assert study.choose({"a": judged(True, None, True), "b": judged(True, False, True)}) == "b"
+    assert study.choose({"a": judged(True, True, True, seconds=590), "b": judged(True, True, True, seconds=300)}) == "b"
+    assert study.choose({"a": judged(True, False, False, seconds=900), "b": judged(True, False, False)}) == "a"
+    assert study.choose({"a": judged(True, True, True, seconds=300), "b": judged(True, True, True, seconds=300)}) == "a"
 
 
 def test_bad_input_exits_2(tmp_path: Path, capsys) -> None:
