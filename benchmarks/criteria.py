@@ -80,10 +80,11 @@ def plateau(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE) -> 
     for r in cells:
         if r["defense"] in ("none", mission) and len(r.get("curve") or []) >= 2:
             groups.setdefault((r["method"], r["defense"]), []).append(r)
-    rows, failed = [], []
+    rows, failed, measured_pairs = [], [], set()
     for (method, defense), group in sorted(groups.items()):
         if len({r["seed"] for r in group}) < 2:
             continue
+        measured_pairs.add((method, defense))
         drift = float(np.mean([r["curve"][-1][1] - r["curve"][-2][1] for r in group]))
         spread = float(np.std([r["metrics"]["final_acc"] for r in group], ddof=1))
         ok = abs(drift) <= spread
@@ -94,6 +95,11 @@ def plateau(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE) -> 
     if not rows:
         return Criterion("(a) plateau", rule, None, f"no method with 2 seeds and a curve under none or {mission}")
     measured = f"{len(rows) - len(failed)} of {len(rows)} (method, defense) pairs within the seed spread"
+    # the mission's methods must all have been measured before the criterion is met (one that moves is enough to
+    # fail it): a candidate whose clean victims alone were run is not judged on them
+    missing = [f"{m}/{d}" for m in ("clean", *MIN_MIN) for d in ("none", mission) if (m, d) not in measured_pairs]
+    if missing and not failed:
+        return Criterion("(a) plateau", rule, None, f"{measured}; not run on 2 seeds: {' '.join(missing)}")
     return Criterion("(a) plateau", rule, not failed, measured, tuple(failed or rows[:4]))
 
 

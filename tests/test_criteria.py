@@ -31,9 +31,20 @@ def _cell(method: str, defense: str, seed: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_plateau_compares_the_last_change_with_the_seed_spread() -> None:
-    flat = [_cell("em", "none", s, final_acc=0.50 + s / 100, curve=[[1, 0.5], [2, 0.5 + s / 100]]) for s in range(3)]
-    found = criteria.plateau(flat)  # last changes 0, 1, 2 points: mean 1 point, seed SD 1 point
-    assert found.met is True and "1 of 1" in found.measured
+    def flat(method: str, defense: str) -> list[dict[str, Any]]:
+        curve = [[[1, 0.5], [2, 0.5 + s / 100]] for s in range(3)]
+        return [_cell(method, defense, s, final_acc=0.50 + s / 100, curve=curve[s]) for s in range(3)]
+
+    found = criteria.plateau(flat("em", "none"))  # last changes 0, 1, 2 points: mean 1 point, seed SD 1 point
+    # within the spread, but the mission's other methods and defenses were not run: not judged
+    assert found.met is None and found.measured.startswith("1 of 1 (method, defense) pairs within the seed spread")
+    assert "not run on 2 seeds: clean/none clean/at4 em/at4 rem/none" in found.measured
+    every = [c for m in ("clean", "em", "rem", "sem") for d in ("none", "at4") for c in flat(m, d)]
+    found = criteria.plateau(every)
+    assert found.met is True and "8 of 8" in found.measured
+    # a candidate that scales its radii is judged under its own adversarial training
+    scaled = [{**c, "defense": "at8"} if c["defense"] == "at4" else c for c in every]
+    assert criteria.plateau(scaled, "at8").met is True and criteria.plateau(scaled).met is None
     rising = [_cell("em", "none", s, final_acc=0.50 + s / 1000, curve=[[1, 0.4], [2, 0.5]]) for s in range(3)]
     found = criteria.plateau(rising)  # still climbing 10 points, seeds 0.1 point apart
     assert found.met is False and "em/none: last change +10.00 pp" in found.details[0]
