@@ -202,6 +202,11 @@ def evaluate_protocol(records: Sequence[dict[str, Any]], dataset: str, preset: s
     ]
 
 
+def met_count(criteria: Sequence[Criterion]) -> int:
+    """How many of ``criteria`` are met (a criterion not measured is not)."""
+    return sum(c.met is True for c in criteria)
+
+
 def report(criteria: Sequence[Criterion], dataset: str, preset: str) -> list[str]:
     """The lines :func:`benchmarks.validate.main` prints."""
     lines = [f"protocol {preset} on {dataset}: validity criteria"]
@@ -209,6 +214,6 @@ def report(criteria: Sequence[Criterion], dataset: str, preset: str) -> list[str
         verdict = "not measured" if c.met is None else ("met" if c.met else "NOT met")
         lines += [f"{c.name}: {verdict}. {c.measured}", f"    rule: {c.rule}"]
         lines += [f"    {d}" for d in c.details]
-    met = sum(c.met is True for c in criteria)
+    met = met_count(criteria)
     lines.append(f"{met} of {len(criteria)} criteria met")
     return lines

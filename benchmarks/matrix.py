@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.store import FIXED_RADIUS, FIXED_SUFFIX, ResultStore
+from benchmarks.store import FIXED_RADIUS, ROBUSTNESS, ROBUSTNESS_FIXED, ResultStore
 
 
 def matrix(frame: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
@@ -172,16 +172,13 @@ CELL_COLUMNS = [
     "cell_id",
     "error",
 ]
-ROBUSTNESS = ("surrogate_robust_acc", "noise_robustness")  # at the method's own rho_a (4/255 without one)
-#: the same at one radius for every variant (FIXED_RADIUS, 4/255): comparable across methods and sweeps of rho_a
-ROBUSTNESS_FIXED = tuple(f"{k}{FIXED_SUFFIX}" for k in ROBUSTNESS)
 
 
-def _fixed(gen: dict[str, Any], key: str) -> float:
-    """``key`` measured at FIXED_RADIUS: recorded as such, or the own-radius number where that radius is it (noise
-    generated before both were recorded); NaN otherwise."""
-    if f"{key}{FIXED_SUFFIX}" in gen:
-        return _number(gen[f"{key}{FIXED_SUFFIX}"])
+def _fixed(gen: dict[str, Any], key: str, fixed: str) -> float:
+    """``key`` measured at FIXED_RADIUS (recorded as ``fixed``), or the own-radius number where that radius is it
+    (noise generated before both were recorded); NaN otherwise."""
+    if fixed in gen:
+        return _number(gen[fixed])
     return _number(gen.get(key)) if _number(gen.get("robustness_radius")) == FIXED_RADIUS else math.nan
 
 
@@ -231,7 +228,7 @@ def cells_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
                 "gen_passes": images / train_size if train_size > 0 else math.nan,
                 "gen_device": str(gen.get("device") or ""),
                 **{k: _number(gen.get(k)) for k in ROBUSTNESS},
-                **{f"{k}{FIXED_SUFFIX}": _fixed(gen, k) for k in ROBUSTNESS},
+                **{f: _fixed(gen, k, f) for k, f in zip(ROBUSTNESS, ROBUSTNESS_FIXED, strict=True)},
                 "cell_id": r["cell_id"],
                 "error": str(r.get("error") or "") if r["status"] != "ok" else "",
             }

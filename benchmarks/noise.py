@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from benchmarks.data import stratified_index
 from benchmarks.env import device_name
 from benchmarks.robustness import DEFAULT_RADIUS, ROBUSTNESS_IMAGES, robustness
-from benchmarks.store import FIXED_RADIUS, FIXED_SUFFIX
+from benchmarks.store import FIXED_RADIUS, ROBUSTNESS, ROBUSTNESS_FIXED
 from benchmarks.types import Budget, Context, ImageSet, Poison, row_chunks
 
 
@@ -328,5 +328,5 @@ class NoiseMethod(ABC):
         out = robustness(model, protected, ctx, radius)
         # and at one radius for every variant, so that methods and sweeps of rho_a compare on one scale
         fixed = out if radius == FIXED_RADIUS else robustness(model, protected, ctx, FIXED_RADIUS)
-        out |= {f"{k}{FIXED_SUFFIX}": fixed[k] for k in ("surrogate_robust_acc", "noise_robustness")}
+        out |= {f: fixed[k] for k, f in zip(ROBUSTNESS, ROBUSTNESS_FIXED, strict=True)}
         return {**out, "robustness_s": time.perf_counter() - start}

@@ -27,6 +27,10 @@ from benchmarks.io import atomic_write_text, check_writable
 #: at this one radius for every variant carry this suffix (``surrogate_robust_acc_fixed``)
 FIXED_RADIUS = 4.0
 FIXED_SUFFIX = "_fixed"
+#: the robustness numbers of a generation block, at the surrogate's own rho_a (4/255 without one) ...
+ROBUSTNESS = ("surrogate_robust_acc", "noise_robustness")
+#: ... and at FIXED_RADIUS for every variant: comparable across methods and sweeps of rho_a
+ROBUSTNESS_FIXED = tuple(f"{k}{FIXED_SUFFIX}" for k in ROBUSTNESS)
 SCHEMA = 2
 log = logging.getLogger(__name__)
 REQUIRED = {
