@@ -199,6 +199,10 @@ def smoke_r16(dataset: str) -> Protocol:
         "sem": robust,
         "rem": {**robust, "inner_radius": 8.0, "inner_steps": 3, "inner_step_size": 4.0},
         "asr": robust,
+        # the sign-step methods' steps doubled too: TAP's 100 x 0.16/255 would otherwise travel exactly rho_u
+        "tap": {**base.methods["tap"], "step_size": 2 * base.methods["tap"]["step_size"]},
+        "hypo": {**base.methods["hypo"], "step_size": 1.6},  # its default 0.8/255, doubled
+        "em-cw": {**base.methods["em-cw"], "noise_step_size": 1.6},  # its default 0.8/255, doubled
     }
     return _smoke_variant("smoke-r16", dataset, radius=16.0, adv_radius=8.0, methods=methods)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
 from _cells import write_cell
 
+import methods  # noqa: F401  (registers the methods)
 from benchmarks import study
 from benchmarks.criteria import Criterion
+from benchmarks.registry import METHODS, PRESETS
 
 
 def test_a_row_per_candidate_with_its_criteria_and_gaps(tmp_path: Path, capsys) -> None:
@@ -71,3 +74,21 @@ def test_bad_input_exits_2(tmp_path: Path, capsys) -> None:
     assert "--out: cannot write" in capsys.readouterr().err
     written = {p for p in tmp_path.rglob("*") if p.is_file()}
     assert written == {a_file}  # nothing but the cell this test wrote
+
+
+def test_the_scaled_candidate_doubles_every_radius_and_step_size() -> None:
+    """smoke-r16 is smoke with the radii doubled: every option in 1/255 units of every method doubles with them
+    (a step size left at smoke's value would travel half as far inside a ball twice as wide)."""
+    base, scaled = PRESETS.get("smoke")("fashion-mnist"), PRESETS.get("smoke-r16")("fashion-mnist")
+    assert (scaled.radius, scaled.adv_radius) == (2 * base.radius, 2 * base.adv_radius)
+    units = ("step_size", "adv_radius", "inner_radius")  # option names in 1/255 units end with these
+    checked = 0
+    for name in sorted(set(base.methods) | {"em", "rem", "sem", "tap", "hypo", "asr", "em-cw"}):
+        small = METHODS.get(name)(**base.method_options(name)).config
+        large = METHODS.get(name)(**scaled.method_options(name)).config
+        inert = {"adv_step_size"} if not getattr(small, "adv_radius", 1) else set()  # standard training: unused
+        for f in dataclasses.fields(small):
+            if f.name.endswith(units) and getattr(small, f.name) and f.name not in inert:
+                assert getattr(large, f.name) == 2 * getattr(small, f.name), (name, f.name)
+                checked += 1
+    assert checked >= 12
