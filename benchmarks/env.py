@@ -82,6 +82,15 @@ def source_state() -> dict[str, Any]:
 
 
 @functools.cache
+def code_state() -> dict[str, Any]:
+    """:func:`source_state` of the code this process runs, taken once, at the first call (the runner makes it while
+    it validates, before any work). A checkout that moves under a running campaign (a pull, an edit) changes the
+    code on disk, not the code already imported: the cells the campaign writes afterwards keep the state it started
+    from instead of being labelled with a commit that never ran."""
+    return source_state()
+
+
+@functools.cache
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
     try:
@@ -143,7 +152,7 @@ def environment(device: torch.device, precision: str | None = None) -> dict[str,
     """Code version (commit, dirty flag, diff hash), library versions, device, numerics, time."""
     return {
         "uebench": __version__,
-        **source_state(),
+        **code_state(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchmarks.cache import NoiseCache
 from benchmarks.data import load_dataset, pad_to, stratified_head
+from benchmarks.env import code_state
 from benchmarks.errors import UsageError, check_resource, parse_device, parse_radius
 from benchmarks.models import check_victim
 from benchmarks.noise import NoiseMethod, config_hash, result_config
@@ -256,6 +257,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
             "bf16 (measured: ResNet-18 forward + input gradient on 2 AVX2 cores); it is recorded in every cell"
         )
     ctx = Context(device, precision=spec.precision, progress=spec.progress)
+    code_state()  # the code's version as this process imported it, recorded in every cell (benchmarks.env)
     for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
         if "\x00" in str(directory):
             raise UsageError(f"{what}: a path cannot contain a NUL byte: {str(directory)!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def test_a_code_change_is_dirty_with_a_hash_of_the_diff(repo: Path) -> None:
     (repo / "README.md").write_text("v1\n")
     (repo / "methods/new_method.py").write_text("x = 1\n")  # an untracked plugin changes what runs
     assert env.source_state()["dirty"] is True
+
+
+def test_cells_keep_the_code_state_their_process_started_from(repo: Path, monkeypatch) -> None:
+    """A pull or an edit under a running campaign changes the checkout, not the code the process imported: the
+    cells written afterwards keep the state taken when the run was validated."""
+    monkeypatch.setattr(env, "code_state", functools.cache(env.source_state))  # this process's own snapshot
+    started = env.environment(torch.device("cpu"), "fp32")
+    (repo / "methods/em.py").write_text("v2\n")
+    _git(repo, "commit", "-qam", "moved under the campaign")
+    later = env.environment(torch.device("cpu"), "fp32")
+    assert (later["git_commit"], later["dirty"]) == (started["git_commit"], False)
+    assert env.source_state()["git_commit"] != started["git_commit"]  # the checkout itself did move
 
 
 def test_outside_a_checkout_the_state_is_unknown(tmp_path: Path, monkeypatch) -> None:
