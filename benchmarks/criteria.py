@@ -70,6 +70,15 @@ def main_variants(records: Sequence[dict[str, Any]], dataset: str, preset: str) 
     return [r for r in cells if r["method_hash"] == main[r["method"]]]
 
 
+def per_seed(cells: Sequence[dict[str, Any]], method: str, defense: str) -> dict[int, float]:
+    """``seed -> final clean test accuracy`` of ``method`` under ``defense`` (what :func:`stats.paired` compares)."""
+    return {
+        int(r["seed"]): float(r["metrics"]["final_acc"])
+        for r in cells
+        if (r["method"], r["defense"]) == (method, defense)
+    }
+
+
 def _pp(value: float) -> str:
     return f"{value * 100:+.2f}" if math.isfinite(value) else "—"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import stats
-from benchmarks.criteria import Criterion, evaluate_protocol, main_variants, met_count
+from benchmarks.criteria import Criterion, evaluate_protocol, main_variants, met_count, per_seed
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, load_records, markdown_table
@@ -55,14 +55,7 @@ def _verdict(c: Criterion) -> str:
 
 
 def _gap(cells: Sequence[dict[str, Any]], method: str, defense: str) -> str:
-    def per_seed(m: str) -> dict[int, float]:
-        return {
-            int(r["seed"]): float(r["metrics"]["final_acc"])
-            for r in cells
-            if (r["method"], r["defense"]) == (m, defense)
-        }
-
-    test = stats.paired(per_seed(method), per_seed("clean"))
+    test = stats.paired(per_seed(cells, method, defense), per_seed(cells, "clean", defense))
     if test.diff.n == 0:
         return "—"
     if test.diff.n == 1:
