@@ -61,7 +61,7 @@ def train_cell(
         "test_size": len(test),
         # a cache entry written before the budget travelled with the job carries it in its stats
         "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
-        "env": environment(plan.ctx.device, plan.ctx.arithmetic),
+        "env": environment(plan.ctx.device, plan.ctx.arithmetic, plan.ctx.channels_last),
     }
     if key.part:  # which images were protected (or left out): the published list, by its digest
         kind, fraction = parse_part(key.part)

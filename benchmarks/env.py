@@ -124,7 +124,7 @@ def peak_shares(name: str, precision: str, tflops: float) -> dict[str, float]:
     return {precision: tflops / peaks[precision]}
 
 
-def numerics(device: torch.device, precision: str | None = None) -> dict[str, Any]:
+def numerics(device: torch.device, precision: str | None = None, channels_last: bool | None = None) -> dict[str, Any]:
     """What decides the floating-point results on ``device``: kernels, threads, libraries, flags."""
     out: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -133,6 +133,7 @@ def numerics(device: torch.device, precision: str | None = None) -> dict[str, An
         "mkldnn": torch.backends.mkldnn.is_available(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "precision": precision,
+        "channels_last": channels_last,  # the memory format of models and batches (None: not said)
         "variables": {k: os.environ[k] for k in NUMERICS_VARIABLES if k in os.environ},
     }
     if device.type == "cuda":
@@ -148,7 +149,9 @@ def numerics(device: torch.device, precision: str | None = None) -> dict[str, An
     return out
 
 
-def environment(device: torch.device, precision: str | None = None) -> dict[str, Any]:
+def environment(
+    device: torch.device, precision: str | None = None, channels_last: bool | None = None
+) -> dict[str, Any]:
     """Code version (commit, dirty flag, diff hash), library versions, device, numerics, time."""
     return {
         "uebench": __version__,
@@ -156,6 +159,6 @@ def environment(device: torch.device, precision: str | None = None) -> dict[str,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),
-        "numerics": numerics(device, precision),
+        "numerics": numerics(device, precision, channels_last),
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

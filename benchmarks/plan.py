@@ -256,7 +256,9 @@ def make_plan(spec: CampaignSpec) -> Plan:
             "--precision bf16 on the CPU: autocast to bf16 runs about 20x slower than fp32 on CPUs without native "
             "bf16 (measured: ResNet-18 forward + input gradient on 2 AVX2 cores); it is recorded in every cell"
         )
-    ctx = Context(device, precision=spec.precision, progress=spec.progress)
+    if spec.channels_last not in (None, True, False):
+        raise UsageError(f"channels_last must be true, false or null (on for CUDA only), got {spec.channels_last!r}")
+    ctx = Context(device, precision=spec.precision, channels_last=spec.channels_last, progress=spec.progress)
     code_state()  # the code's version as this process imported it, recorded in every cell (benchmarks.env)
     for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
         if "\x00" in str(directory):

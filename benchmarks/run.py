@@ -94,6 +94,13 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
         help="arithmetic of every forward/backward pass, on every device: fp32 (the reference's; TF32 off on CUDA), "
         "tf32 (CUDA: TF32 matmuls and convolutions) or bf16 (autocast)",
     )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory format for models and batches (default: on for CUDA, off on the CPU, where it is faster for "
+        "small convolutions but rounds differently from the committed CPU numbers; recorded in every cell)",
+    )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="results cells")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache ($UEB_CACHE)")
     p.add_argument("--no-clean", action="store_true", help="skip the clean baseline row")
@@ -167,6 +174,7 @@ def spec_from_args(args: argparse.Namespace) -> CampaignSpec:
         fractions=tuple(args.fractions),
         device=args.device,
         precision=args.precision,
+        channels_last=args.channels_last,
         data_root=args.data_root,
         download=args.download,
         results_dir=args.results_dir,

@@ -51,6 +51,11 @@ class CampaignSpec:
         precision: ``fp32`` (the reference's; on CUDA without TF32), ``tf32`` (CUDA only: TF32 tensor cores for
             matmuls and convolutions) or ``bf16`` (bf16 autocast). Never implied by the device: part of every
             cell's protocol hash and of the noise cache key.
+        channels_last: the NHWC memory format for models and batches: None (the default) = on for CUDA, off on the
+            CPU. On a CPU it speeds small convolutions up (tiny_cnn, one thread: REM's
+            generation on smoke-r16 1.16x, its at8 victim 1.21x; README "Speed") but changes the rounding, like
+            another machine: the committed CPU numbers were measured without it. Recorded in every
+            cell (``env.numerics.channels_last``), not part of hashes or cache keys (as the thread count is not).
         executor: ``local`` or ``ray`` (with ``ray_address``, ``ray_cpus``, ``ray_gpus``).
     """
 
@@ -68,6 +73,7 @@ class CampaignSpec:
     fractions: tuple[float, ...] = (1.0,)
     device: str = "auto"
     precision: str = "fp32"
+    channels_last: bool | None = None
     data_root: Path | None = None
     download: bool = False
     results_dir: Path = DEFAULT_RESULTS

@@ -49,6 +49,7 @@ def test_a_bad_spec_raises_usage_error_before_anything_is_written(tmp_path: Path
         ({"seeds": (-1,)}, "non-negative"),
         ({"victims": ("timm/not_a_model",)}, "is not a timm model"),
         ({"executor": "dask"}, "--executor must be local or ray"),
+        ({"channels_last": "yes"}, "channels_last must be true, false or null"),
     ]:
         with pytest.raises(UsageError, match=message):
             run_campaign(_spec(tmp_path, **fields))

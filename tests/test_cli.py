@@ -149,6 +149,27 @@ def test_precision_is_part_of_the_key(tmp_path, caplog) -> None:
     assert not (tmp_path / "tf32").exists()
 
 
+def test_channels_last_is_the_users_choice_and_recorded(tmp_path) -> None:
+    """--channels-last turns the NHWC layout on where the default leaves it off (the CPU): the cells record it, the
+    numbers stay within rounding of the default's, and it is not another cell or poison (like the thread count)."""
+    args = [*FAST, "--methods", "em", "--defense", "none", "--set", "em.steps=2"]
+    assert _run(tmp_path / "a", *args) == 0
+    assert _run(tmp_path / "b", *args, "--channels-last") == 0
+    cells = {
+        side: sorted(
+            (json.loads(p.read_text()) for p in (tmp_path / side / "res").rglob("*.json")), key=lambda r: r["cell_id"]
+        )
+        for side in ("a", "b")
+    }
+    assert [c["env"]["numerics"]["channels_last"] for c in cells["a"]] == [False, False]
+    assert [c["env"]["numerics"]["channels_last"] for c in cells["b"]] == [True, True]
+    assert [c["cell_id"] for c in cells["a"]] == [c["cell_id"] for c in cells["b"]]
+    for a, b in zip(cells["a"], cells["b"], strict=True):  # 20 SGD steps: rounding has not had time to grow
+        assert abs(a["metrics"]["final_acc"] - b["metrics"]["final_acc"]) <= 0.05
+    noise = {side: next((tmp_path / side / "cache").rglob("*.npz")).name for side in ("a", "b")}
+    assert noise["a"] == noise["b"]  # the same cache key
+
+
 def test_sweep_makes_one_poison_variant_per_value(tmp_path: Path, capsys) -> None:
     """--sweep expands into variants with distinct hashes and configs; the matrix labels them by option."""
     results = tmp_path / "cells"
