@@ -1,10 +1,12 @@
 """The protocol study's table: every candidate miniature protocol, its validity criteria and what it measures.
 
     python -m benchmarks.study --presets smoke [OTHER ...] [--dataset fashion-mnist]
-        [--results-dir results/cells results/study/cells] [--out results/protocol-study.md]
+        [--results-dir results/cells results/study/cells] [--timing-dir results/study/quiet]
+        [--out results/protocol-study.md]
 
 One row per candidate preset (every candidate, not only the one chosen): its design (victim, steps, training
-images, noise radius), the four criteria of :mod:`benchmarks.criteria` with the numbers behind them, and the
+images, noise radius), the four criteria of :mod:`benchmarks.criteria` with the numbers behind them ((d), the
+mission's time, from ``--timing-dir`` where the mission's command was run alone on the machine), and the
 mission's comparison under ``none`` and ``at4`` (EM, REM and SEM against clean, paired over seeds). A candidate is
 chosen by the criteria, not by whether the papers' ranking appears; the table says which criteria each meets.
 """
@@ -110,8 +112,14 @@ def choose(judged: dict[str, list[Criterion]]) -> str:
     return min(enumerate(judged.items()), key=rank)[1][0]
 
 
-def build(records: Sequence[dict[str, Any]], dataset: str, presets: Sequence[str], command: str) -> str:
-    judged = {p: evaluate_protocol(records, dataset, p) for p in presets}
+def build(
+    records: Sequence[dict[str, Any]],
+    dataset: str,
+    presets: Sequence[str],
+    command: str,
+    timing: Sequence[dict[str, Any]] | None = None,
+) -> str:
+    judged = {p: evaluate_protocol(records, dataset, p, timing) for p in presets}
     rows = [row(records, dataset, p, found) for p, found in judged.items()]
     best = choose(judged)
     met = met_count(judged[best])
@@ -139,6 +147,14 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--presets", nargs="+", required=True, help="the candidate presets")
     p.add_argument("--dataset", default="fashion-mnist", help="their data set")
     p.add_argument("--results-dir", type=Path, nargs="+", default=[Path("results/cells")], help="results cells")
+    p.add_argument(
+        "--timing-dir",
+        type=Path,
+        nargs="+",
+        default=[],
+        help="cells of the mission's command run alone on the machine: criterion (d) is judged on them where a "
+        "candidate has some (its other criteria and gaps on --results-dir)",
+    )
     p.add_argument("--out", type=Path, default=Path("results/protocol-study.md"), help="the table (Markdown)")
     return p
 
@@ -152,19 +168,23 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
             raise UsageError(f"--presets: unknown {', '.join(unknown)}; accepted: {', '.join(PRESETS.accepted())}")
         if args.dataset not in DATASETS:
             raise UsageError(f"--dataset: unknown {args.dataset!r}; accepted: {', '.join(DATASETS.accepted())}")
-        for root in args.results_dir:
-            if not root.is_dir():
-                raise UsageError(f"--results-dir {root} is not a directory")
+        for what, roots in (("--results-dir", args.results_dir), ("--timing-dir", args.timing_dir)):
+            for root in roots:
+                if not root.is_dir():
+                    raise UsageError(f"{what} {root} is not a directory")
         try:
             check_writable(args.out.parent)
         except PermissionError as err:
             raise UsageError(f"--out: {err}") from None
         # a cell in a later --results-dir replaces the same cell of an earlier one (as in validate)
-        records = list({record_identity(r): r for root in args.results_dir for r in load_records(root)}.values())
+        records, timing = (
+            list({record_identity(r): r for root in roots for r in load_records(root)}.values())
+            for roots in (args.results_dir, args.timing_dir)
+        )
     except (UsageError, ResultsError) as err:
         return fail(prog, err)
     command = " ".join(["python -m benchmarks.study", *(argv if argv is not None else sys.argv[1:])])
-    atomic_write_text(args.out, build(records, args.dataset, args.presets, command))
+    atomic_write_text(args.out, build(records, args.dataset, args.presets, command, timing or None))
     print(f"{prog}: {len(args.presets)} candidates -> {args.out}")
     return 0
 

@@ -92,3 +92,28 @@ def test_the_scaled_candidate_doubles_every_radius_and_step_size() -> None:
                 assert getattr(large, f.name) == 2 * getattr(small, f.name), (name, f.name)
                 checked += 1
     assert checked >= 12
+
+
+def test_the_missions_time_comes_from_cells_run_alone(tmp_path: Path) -> None:
+    """--timing-dir: (d) is judged on the mission's command run alone (2 threads, quicker); accuracy, (a)-(c) and
+    the gaps on the campaign's cells only, even for the seed both directories have."""
+    campaign, quiet = tmp_path / "cells", tmp_path / "quiet"
+    for seed in (0, 1, 2):
+        for method in ("clean", "rem", "sem"):
+            acc = 0.84 if method == "clean" else 0.70
+            # one-thread lanes: 300 s generations, 100 s trainings (wall_s.train = 12.5 + seed in write_cell)
+            gen = {"wall_s": 300.0} if method != "clean" else {"wall_s": 0.0}
+            write_cell(campaign, method, method[0] * 2, defense="at4", seed=seed, final_acc=acc, generation=gen)
+    for method in ("clean", "rem", "sem"):  # seed 0 alone on the machine: another accuracy, another time
+        gen = {"wall_s": 150.0} if method != "clean" else {"wall_s": 0.0}
+        write_cell(quiet, method, method[0] * 2, defense="at4", seed=0, final_acc=0.10, generation=gen)
+    out = tmp_path / "study.md"
+    base = ["--presets", "smoke", "--results-dir", str(campaign), "--out", str(out)]
+    assert study.main(base) == 0
+    without = out.read_text()
+    assert study.main([*base, "--timing-dir", str(quiet)]) == 0
+    text = out.read_text()
+    assert "seed 0: 638 s" in without  # 2 x 300 + 3 x 12.5
+    assert "seed 0: 338 s" in text  # 2 x 150 + 3 x 12.5
+    assert "-14.0 [-14.0, -14.0]" in text  # rem - clean from the campaign alone: the quiet 10 % never enters
+    assert study.main([*base, "--timing-dir", str(tmp_path / "missing")]) == 2
