@@ -1,6 +1,6 @@
 """The papers' qualitative claims, tested on a campaign's cells: does what they report for CIFAR-10 hold here?
 
-    python -m analysis.claims --preset smoke-r16 [--dataset fashion-mnist] [--defense at8]
+    python -m analysis.claims [--preset smoke-600] [--dataset fashion-mnist] [--defense at4]
         [--results-dir results/cells [DIR ...]] [--out results/claims/fashion-mnist-smoke-r16.md]
 
 The REM and SEM papers report, on CIFAR-10 with ResNet-18 under adversarial training at rho_a = rho_u / 2 (at4 for
@@ -37,6 +37,7 @@ from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, load_records, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
+from benchmarks.spec import DEFAULT_PRESET
 from benchmarks.store import record_identity
 
 PROG = "python -m analysis.claims"
@@ -143,7 +144,7 @@ def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense:
 
 def build_parser(prog: str = PROG) -> Parser:
     p = Parser(prog=prog, description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--preset", default="smoke", help="the protocol whose cells are judged (default: smoke)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="the protocol whose cells are judged")
     p.add_argument("--dataset", default="fashion-mnist", help="its data set")
     p.add_argument("--defense", help="the adversarial training to judge under (default: the protocol's, e.g. at4)")
     p.add_argument("--results-dir", type=Path, nargs="+", default=[Path("results/cells")], help="results cells")

@@ -1,6 +1,6 @@
 """Gallery of protected images, as in the SEM paper's Figure 4: clean, noise and protected, per method.
 
-    python -m analysis.gallery --methods em sem [--dataset fashion-mnist] [--preset smoke] [--seed 0] \\
+    python -m analysis.gallery --methods em sem [--dataset fashion-mnist] [--preset smoke-600] [--seed 0] \\
         [--cache-dir DIR] [--noise-file FILE.npz ...] [--out results/figures/gallery.png] [--n 6]
 
 Rows are methods; for each of ``--n`` training images (one per class in turn) the columns show the clean
@@ -31,7 +31,7 @@ from benchmarks.noisefile import NoiseFileError, add_noise_file_option
 from benchmarks.plan import load_data, load_noise_files, make_plan
 from benchmarks.plugins import load_plugins
 from benchmarks.poisons import GenerationFailure, get_poison
-from benchmarks.spec import DEFAULT_CACHE, CampaignSpec
+from benchmarks.spec import DEFAULT_CACHE, DEFAULT_PRESET, CampaignSpec
 from benchmarks.types import Poison
 
 PROG = "python -m analysis.gallery"
@@ -113,7 +113,7 @@ def build_parser(prog: str = PROG) -> Parser:
     p.add_argument("--methods", nargs="+", default=[], help="method names (noise from the cache, else generated)")
     add_noise_file_option(p, "a row from a poison file, as benchmarks.run --noise-file reads it (repeatable)")
     p.add_argument("--dataset", default="fashion-mnist", help="the data set")
-    p.add_argument("--preset", default="smoke", help="the preset (its training slice and method options)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, help="the preset (its training slice and method options)")
     p.add_argument("--seed", type=int, default=0, help="the noise seed, as in benchmarks.run --seeds")
     p.add_argument("--radius", default=None, help="rho_u in 1/255 units (None: the preset's)")
     p.add_argument("--data-root", type=Path, default=None, help="data directory (torchvision layout)")

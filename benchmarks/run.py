@@ -31,7 +31,7 @@ from benchmarks.interrupts import Interrupts
 from benchmarks.matrix import cells_frame, matrix
 from benchmarks.noisefile import NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
-from benchmarks.spec import DEFAULT_CACHE, DEFAULT_METHODS, DEFAULT_RESULTS, CampaignSpec
+from benchmarks.spec import DEFAULT_CACHE, DEFAULT_METHODS, DEFAULT_PRESET, DEFAULT_RESULTS, CampaignSpec
 from benchmarks.store import CellKey
 from benchmarks.types import PRECISIONS
 
@@ -66,7 +66,12 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
     )
     p.add_argument("--data-root", type=Path, default=None, help="data directory (torchvision layout)")
     p.add_argument("--download", action="store_true", help="download a missing data set (needs internet)")
-    p.add_argument("--preset", default="smoke", help="smoke (CPU minutes) or paper (the reference protocol)")
+    p.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"{DEFAULT_PRESET} (CPU minutes, the protocol study's choice), paper (the reference protocol), smoke "
+        "(the regression tier's), tiny (plumbing) or another study candidate smoke-*",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of victims, data order and noise")
     p.add_argument("--radius", default=None, help="noise budget rho_u in 1/255 units (default: the preset's, 8)")
     p.add_argument(

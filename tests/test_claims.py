@@ -64,7 +64,7 @@ def _campaign(root: Path) -> None:
 def test_the_table_tests_every_claim_under_the_protocols_training(tmp_path: Path, capsys) -> None:
     _campaign(tmp_path / "cells")
     out = tmp_path / "claims.md"
-    assert claims.main(["--results-dir", str(tmp_path / "cells"), "--out", str(out)]) == 0
+    assert claims.main(["--preset", "smoke", "--results-dir", str(tmp_path / "cells"), "--out", str(out)]) == 0
     text = out.read_text()
     assert text == capsys.readouterr().out.split(f"{claims.PROG}: ->")[0].rstrip("\n") + "\n"
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
@@ -98,12 +98,13 @@ def test_a_scaled_protocol_is_judged_under_its_own_training(tmp_path: Path) -> N
 def test_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys) -> None:
     _campaign(tmp_path / "cells")
     out = tmp_path / "claims.md"
-    common = ["--results-dir", str(tmp_path / "cells"), "--out", str(out)]
+    common = ["--results-dir", str(tmp_path / "cells"), "--out", str(out)]  # the default preset: smoke-600
     for argv, message in (
         (["--preset", "nope", *common], "accepted: "),
         (["--dataset", "mnist", *common], "accepted: "),
         (["--results-dir", str(tmp_path / "missing"), "--out", str(out)], "is not a directory"),
-        (["--defense", "at16", *common], "no finished cell"),
+        (["--defense", "at16", "--preset", "smoke", *common], "no finished cell"),
+        (common, "no finished cell of fashion-mnist/smoke-600"),  # these cells are smoke's
     ):
         assert claims.main(argv) == 2
         assert message in capsys.readouterr().err
