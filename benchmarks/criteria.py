@@ -5,7 +5,8 @@ can only answer the mission's question (do EM's, REM's and SEM's protections sur
 
 (a) **plateau**: its victims are trained to a plateau: under ``none`` and ``at4``, the mean change between the last
     two evaluations of a victim's curve is within the seed spread of its final accuracy (standard deviation over
-    seeds), for every method;
+    seeds), for each of the mission's victims (clean, EM, REM, SEM: the same four for every candidate, so that a
+    candidate on which more methods were run is not judged on more pairs; the others' pairs are shown, not judged);
 (b) **adversarial training acts**: the clean victim trained under ``at4`` is well more robust at 4/255 than the one
     trained without it: the paired difference of their robust accuracies (the victims' own, recorded in every
     cell) is positive with 95 % confidence and at least :data:`ROBUST_GAIN`;
@@ -84,32 +85,43 @@ def _pp(value: float) -> str:
 
 
 def plateau(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE) -> Criterion:
-    """(a): per (method, defense) under ``none`` and ``mission``, |mean last-evaluation change| <= seed SD."""
+    """(a): per (method, defense) under ``none`` and ``mission``, |mean last-evaluation change| <= seed SD, judged on
+    the mission's victims (clean and :data:`MIN_MIN`); other methods' pairs are listed as not judged."""
+    judged_methods = ("clean", *MIN_MIN)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in cells:
         if r["defense"] in ("none", mission) and len(r.get("curve") or []) >= 2:
             groups.setdefault((r["method"], r["defense"]), []).append(r)
-    rows, failed, measured_pairs = [], [], set()
+    rows, failed, measured_pairs, others = [], [], set(), []
     for (method, defense), group in sorted(groups.items()):
         if len({r["seed"] for r in group}) < 2:
             continue
-        measured_pairs.add((method, defense))
         drift = float(np.mean([r["curve"][-1][1] - r["curve"][-2][1] for r in group]))
         spread = float(np.std([r["metrics"]["final_acc"] for r in group], ddof=1))
-        ok = abs(drift) <= spread
-        rows.append(f"{method}/{defense}: last change {_pp(drift)} pp, seed SD {spread * 100:.2f} pp (n {len(group)})")
-        if not ok:
-            failed.append(rows[-1])
-    rule = f"under none and {mission}, every method's mean change over the last two evaluations is within the seed SD"
+        line = f"{method}/{defense}: last change {_pp(drift)} pp, seed SD {spread * 100:.2f} pp (n {len(group)})"
+        if method not in judged_methods:
+            others.append(f"{line}, {'within' if abs(drift) <= spread else 'beyond'} the spread (not judged)")
+            continue
+        measured_pairs.add((method, defense))
+        rows.append(line)
+        if abs(drift) > spread:
+            failed.append(line)
+    rule = (
+        f"under none and {mission}, the mission's victims' (clean, EM, REM, SEM) mean change over the last two "
+        "evaluations is within the seed SD"
+    )
     if not rows:
-        return Criterion("(a) plateau", rule, None, f"no method with 2 seeds and a curve under none or {mission}")
+        none_run = f"no mission victim with 2 seeds and a curve under none or {mission}"
+        return Criterion("(a) plateau", rule, None, none_run, tuple(others))
     measured = f"{len(rows) - len(failed)} of {len(rows)} (method, defense) pairs within the seed spread"
     # the mission's methods must all have been measured before the criterion is met (one that moves is enough to
     # fail it): a candidate whose clean victims alone were run is not judged on them
-    missing = [f"{m}/{d}" for m in ("clean", *MIN_MIN) for d in ("none", mission) if (m, d) not in measured_pairs]
+    missing = [f"{m}/{d}" for m in judged_methods for d in ("none", mission) if (m, d) not in measured_pairs]
     if missing and not failed:
-        return Criterion("(a) plateau", rule, None, f"{measured}; not run on 2 seeds: {' '.join(missing)}")
-    return Criterion("(a) plateau", rule, not failed, measured, tuple(failed or rows[:4]))
+        return Criterion(
+            "(a) plateau", rule, None, f"{measured}; not run on 2 seeds: {' '.join(missing)}", tuple(others)
+        )
+    return Criterion("(a) plateau", rule, not failed, measured, (*(failed or rows[:4]), *others))
 
 
 def adversarial_training_acts(

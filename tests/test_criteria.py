@@ -45,6 +45,11 @@ def test_plateau_compares_the_last_change_with_the_seed_spread() -> None:
     # a candidate that scales its radii is judged under its own adversarial training
     scaled = [{**c, "defense": "at8"} if c["defense"] == "at4" else c for c in every]
     assert criteria.plateau(scaled, "at8").met is True and criteria.plateau(scaled).met is None
+    # another method still moving is shown, not judged: every candidate is judged on the same four victims
+    moving = [_cell("tap", "at4", s, final_acc=0.80 + s / 1000, curve=[[1, 0.7], [2, 0.8]]) for s in range(3)]
+    found = criteria.plateau(every + moving)
+    assert found.met is True and "8 of 8" in found.measured
+    assert "tap/at4: last change +10.00 pp, seed SD 0.10 pp (n 3), beyond the spread (not judged)" in found.details
     rising = [_cell("em", "none", s, final_acc=0.50 + s / 1000, curve=[[1, 0.4], [2, 0.5]]) for s in range(3)]
     found = criteria.plateau(rising)  # still climbing 10 points, seeds 0.1 point apart
     assert found.met is False and "em/none: last change +10.00 pp" in found.details[0]
