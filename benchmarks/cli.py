@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("benchmarks.validate", "check results cells and expected numbers; --preset: a protocol's validity"),
     "migrate": ("benchmarks.validate", "rewrite results cells of an earlier schema in place"),
     "study": ("benchmarks.study", "candidate protocols and their validity criteria -> results/protocol-study.md"),
+    "claims": ("analysis.claims", "the papers' claims (EM/TAP lose protection under AT, ...), each a paired test"),
 }
 
 

@@ -59,7 +59,7 @@ def test_a_bad_spec_raises_usage_error_before_anything_is_written(tmp_path: Path
 def test_the_uebench_command_dispatches_and_every_help_lists_defaults(capsys) -> None:
     assert cli.main([]) == 2 and "commands:" in capsys.readouterr().out
     assert cli.main(["nope"]) == 2 and "unknown command 'nope'" in capsys.readouterr().err
-    for command in ("run", "leaderboard", "correlation", "speed", "gallery", "validate", "study"):
+    for command in ("run", "leaderboard", "correlation", "speed", "gallery", "validate", "study", "claims"):
         with pytest.raises(SystemExit) as info:
             cli.main([command, "--help"])
         assert info.value.code == 0
