@@ -1,7 +1,7 @@
 """The papers' qualitative claims, tested on a campaign's cells: does what they report for CIFAR-10 hold here?
 
     python -m analysis.claims [--preset smoke-600] [--dataset fashion-mnist] [--defense at4]
-        [--results-dir results/cells [DIR ...]] [--out results/claims/fashion-mnist-smoke-r16.md]
+        [--results-dir results/cells [DIR ...]] [--out results/claims/<dataset>-<preset>-<defense>.md]
 
 The REM and SEM papers report, on CIFAR-10 with ResNet-18 under adversarial training at rho_a = rho_u / 2 (at4 for
 8/255 noise): error-minimising noise (EM) and targeted adversarial poisoning (TAP) lose their protection, robust
@@ -53,7 +53,7 @@ class Claim:
     kind: str  # "keeps" (a - b < 0), "loses" (a - b tied), "at_least" (a - b not > 0), "stronger" (a - b < 0)
 
 
-#: the papers' claims (REM: Fu et al., ICLR 2022, table 2; SEM: Liu et al., 2023, table 1), in the order to test them
+#: the papers' claims (REM: Fu et al., ICLR 2022; SEM: Liu et al., 2023), as the issue states them, in test order
 CLAIMS = (
     Claim("EM loses its protection", "em", "clean", "loses"),
     Claim("TAP loses its protection", "tap", "clean", "loses"),
