@@ -53,7 +53,7 @@ class Claim:
     kind: str  # "keeps" (a - b < 0), "loses" (a - b tied), "at_least" (a - b not > 0), "stronger" (a - b < 0)
 
 
-#: the papers' claims (REM: Fu et al., ICLR 2022; SEM: Liu et al., 2023), as the issue states them, in test order
+#: the papers' qualitative claims (REM: Fu et al., ICLR 2022; SEM: Liu et al., 2023), in the order they are tested
 CLAIMS = (
     Claim("EM loses its protection", "em", "clean", "loses"),
     Claim("TAP loses its protection", "tap", "clean", "loses"),
