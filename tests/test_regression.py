@@ -144,7 +144,8 @@ def test_the_tolerance_catches_a_weakened_poison(cell: str, mutant: list[str], s
     _skip_unless_runnable(doc)
     seed = doc["rerun_seeds"][0]
     dirs = ["--results-dir", str(smoke_runs / "cells"), "--cache-dir", str(smoke_runs / "cache")]
-    runner.main([*mutant, "--seeds", str(seed), "--no-progress", *dirs])  # clean of the defense comes along
+    protocol = ["--dataset", doc["dataset"], "--preset", doc["preset"], "--victims", doc["victim"]]  # the file's
+    assert runner.main([*mutant, *protocol, "--seeds", str(seed), "--no-progress", *dirs]) == 0  # clean comes along
     method, defense = mutant[1], mutant[3]
     original = doc["cells"][cell]["method_hash"]
     rows = [
