@@ -34,11 +34,10 @@ from benchmarks import stats
 from benchmarks.criteria import main_variants, per_seed
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
-from benchmarks.matrix import ResultsError, load_records, markdown_table
+from benchmarks.matrix import ResultsError, load_merged, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
 from benchmarks.spec import DEFAULT_PRESET
-from benchmarks.store import record_identity
 
 PROG = "python -m analysis.claims"
 
@@ -170,7 +169,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         except PermissionError as err:
             raise UsageError(f"--out: {err}") from None
         # a cell in a later --results-dir replaces the same cell of an earlier one (as in benchmarks.study)
-        records = list({record_identity(r): r for root in args.results_dir for r in load_records(root)}.values())
+        records = load_merged(args.results_dir)
         if not any(r["defense"] == defense for r in main_variants(records, args.dataset, args.preset)):
             raise UsageError(
                 f"--defense {defense}: no finished cell of {args.dataset}/{args.preset} under it in "

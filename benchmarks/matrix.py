@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.store import FIXED_RADIUS, ROBUSTNESS, ROBUSTNESS_FIXED, ResultStore
+from benchmarks.store import FIXED_RADIUS, ROBUSTNESS, ROBUSTNESS_FIXED, ResultStore, record_identity
 
 
 def matrix(frame: pd.DataFrame, value: str = "final_acc") -> pd.DataFrame:
@@ -57,6 +57,12 @@ def load_records(root: Path) -> list[dict[str, Any]]:
     if not records:
         raise ResultsError(f"no valid results cells under {root}")
     return records
+
+
+def load_merged(roots: Iterable[Path]) -> list[dict[str, Any]]:
+    """:func:`load_records` of every root, a cell of a later root replacing the same cell (data set, preset, cell id:
+    :func:`benchmarks.store.record_identity`) of an earlier one."""
+    return list({record_identity(r): r for root in roots for r in load_records(Path(root))}.values())
 
 
 def _flat(record: dict[str, Any]) -> dict[str, Any]:

@@ -23,10 +23,9 @@ from benchmarks import stats
 from benchmarks.criteria import Criterion, evaluate_protocol, main_variants, met_count, per_seed
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
-from benchmarks.matrix import ResultsError, load_records, markdown_table
+from benchmarks.matrix import ResultsError, load_merged, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
-from benchmarks.store import record_identity
 
 PROG = "python -m benchmarks.study"
 COMPARED = ("em", "rem", "sem")
@@ -177,10 +176,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         except PermissionError as err:
             raise UsageError(f"--out: {err}") from None
         # a cell in a later --results-dir replaces the same cell of an earlier one (as in validate)
-        records, timing = (
-            list({record_identity(r): r for root in roots for r in load_records(root)}.values())
-            for roots in (args.results_dir, args.timing_dir)
-        )
+        records, timing = load_merged(args.results_dir), load_merged(args.timing_dir)
     except (UsageError, ResultsError) as err:
         return fail(prog, err)
     command = " ".join(["python -m benchmarks.study", *(argv if argv is not None else sys.argv[1:])])

@@ -12,10 +12,9 @@ from _cells import write_cell
 import methods  # noqa: F401  (registers the methods)
 from benchmarks import study
 from benchmarks.criteria import Criterion, evaluate_protocol
-from benchmarks.matrix import load_records
+from benchmarks.matrix import load_merged
 from benchmarks.registry import METHODS, PRESETS
 from benchmarks.spec import DEFAULT_PRESET
-from benchmarks.store import record_identity
 
 
 def test_a_row_per_candidate_with_its_criteria_and_gaps(tmp_path: Path, capsys) -> None:
@@ -132,7 +131,7 @@ def test_the_default_preset_is_the_committed_studys_choice() -> None:
     args = study.build_parser().parse_args(shlex.split(command)[3:])
 
     def cells(roots: list[Path]) -> list[dict]:
-        return list({record_identity(r): r for root in roots for r in load_records(repo / root)}.values())
+        return load_merged(repo / root for root in roots)
 
     timing = cells(args.timing_dir) or None
     assert study.build(cells(args.results_dir), args.dataset, args.presets, command, timing) == committed
