@@ -54,7 +54,9 @@ class Campaign:
             )
         train, test = load_data(plan)
         load_noise_files(plan, train)
-        executor = executor or make_executor(spec.executor, spec.ray_address, spec.ray_cpus, spec.ray_gpus)
+        executor = executor or make_executor(
+            spec.executor, spec.ray_address, spec.ray_cpus, spec.ray_gpus, plan.workers
+        )
         executor.connect(plan, spec.device)
         return cls(plan, train, test, executor)
 

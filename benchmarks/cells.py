@@ -61,7 +61,11 @@ def train_cell(
         "test_size": len(test),
         # a cache entry written before the budget travelled with the job carries it in its stats
         "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
-        "env": environment(plan.ctx.device, plan.ctx.arithmetic, plan.ctx.channels_last),
+        "env": {
+            **environment(plan.ctx.device, plan.ctx.arithmetic, plan.ctx.channels_last),
+            # how the campaign ran its tasks: a part's wall time depends on what ran beside it
+            "executor": {"name": plan.spec.executor, "workers": plan.workers},
+        },
     }
     if key.part:  # which images were protected (or left out): the published list, by its digest
         kind, fraction = parse_part(key.part)

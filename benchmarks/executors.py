@@ -1,6 +1,7 @@
 """Executors: where the runner's noise generations and victim trainings run.
 
-``local`` (the default) runs them one after the other in this process. ``ray`` runs every noise generation
+``local`` (the default) runs them on this machine: one after the other in this process, or, with ``workers`` > 1 (CPU
+only), in that many worker processes that split the CPU's threads between them. ``ray`` runs every noise generation
 ``(data set, method, seed)`` and every cell ``(victim, defense)`` as a Ray task with declared resources; a
 cell's task takes its generation task's ``ObjectRef``, so Ray starts it once its noise exists. Both call the
 same functions (:mod:`benchmarks.poisons`, :func:`benchmarks.cells.train_cell`), and in both only the driver
@@ -15,16 +16,21 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
+from multiprocessing import get_context
 from typing import Any
 
 import torch
 
 from benchmarks.cells import protect, train_cell
+from benchmarks.env import code_state
 from benchmarks.errors import UsageError
 from benchmarks.plan import Job, Plan
 from benchmarks.poisons import cached, generate
@@ -35,6 +41,10 @@ log = logging.getLogger("uebench")
 
 OnPoison = Callable[[Job, Poison], None]
 OnRecord = Callable[[CellKey, dict[str, Any]], None]
+
+
+class WorkerLost(RuntimeError):
+    """A worker process of the local executor died (killed, out of memory): the campaign stops, finished cells kept."""
 
 
 class ExecutorError(UsageError):
@@ -64,13 +74,30 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """Everything in this process, job after job, on ``plan.ctx.device``."""
+    """Everything on this machine, on ``plan.ctx.device``: job after job in this process (``workers=1``), or as tasks
+    of ``workers`` processes on the CPU, each with an equal share of this process's threads.
+
+    A small model does not keep two cores busy with one process's intra-op threads (``tiny_cnn``: one-thread
+    processes side by side fill them; README "Speed"), so a campaign of several generations and cells gets done
+    sooner in one-thread workers. Noise generations are submitted first (they are the long tasks that cells wait
+    on), then each poison's cells as it arrives; the driver (this process) caches poisons and stores records as they
+    come back, as with Ray. A worker that dies (killed, out of memory) stops the campaign with every finished cell
+    kept, so the same command resumes it.
+    """
 
     name = "local"
+
+    def __init__(self, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
 
     def run(
         self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
     ) -> None:
+        if self.workers > 1 and plan.ctx.device.type == "cpu":
+            self._run_pool(plan, jobs, train, test, on_poison, on_record)
+            return
         train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
         for job in jobs:
             method = plan.variants[job.label]
@@ -84,6 +111,80 @@ class LocalExecutor(Executor):
                 if key.part not in parts:
                     parts[key.part] = protect(poison, train, key.part)
                 on_record(key, train_cell(plan, job, key, parts[key.part], test, poison, len(train)))
+
+    def _run_pool(
+        self, plan: Plan, jobs: Sequence[Job], train: ImageSet, test: ImageSet, on_poison: OnPoison, on_record: OnRecord
+    ) -> None:
+        threads = max(1, torch.get_num_threads() // self.workers)
+        train, test = train.to("cpu"), test.to("cpu")
+        log.info("local: %d worker processes with %d thread(s) each", self.workers, threads)
+        pool = ProcessPoolExecutor(
+            self.workers, mp_context=get_context("spawn"), initializer=_pool_init, initargs=(plan, train, test, threads)
+        )
+        pending: dict[Future[Any], tuple[Job, CellKey | None]] = {}
+
+        def submit_cells(job: Job, poison: Any) -> None:
+            for key in job.cells:
+                pending[pool.submit(_pool_cell, job, key, poison)] = (job, key)
+
+        try:
+            ready = []
+            for job in jobs:  # generations first: the long tasks, and every cell of theirs waits on them
+                poison = cached(plan.variants[job.label], train, job.budget, job.cache_key, plan.protocol.dataset,
+                                plan.cache)  # fmt: skip
+                if poison is None:
+                    pending[pool.submit(_pool_generate, job)] = (job, None)
+                else:
+                    ready.append((job, poison))
+            for job, poison in ready:
+                submit_cells(job, poison)
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    job, key = pending.pop(future)
+                    try:
+                        value = future.result()
+                    except BrokenProcessPool:
+                        raise WorkerLost(
+                            f"a worker process died (killed, or out of memory?) while running {key or job.label}: "
+                            "the finished cells are stored; run the same command again to resume (--workers 1 "
+                            "runs in this process)"
+                        ) from None
+                    if key is None:
+                        if isinstance(value, Poison):  # a GenerationFailure reaches its cells as error rows
+                            on_poison(job, value)
+                        submit_cells(job, value)
+                    else:
+                        on_record(key, value)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            if pending:  # interrupted or failed: stop the running tasks too (shutdown only cancels queued ones)
+                for process in list((getattr(pool, "_processes", None) or {}).values()):
+                    process.terminate()
+
+
+# ------------------------------------------------------------------------------------------------ pool tasks
+# The local executor's worker processes: the plan and data arrive once per process (``initargs``), then each task
+# is a generation or a cell.
+
+_POOL: dict[str, Any] = {}
+
+
+def _pool_init(plan: Plan, train: ImageSet, test: ImageSet, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the driver stops the workers
+    torch.set_num_threads(threads)
+    code_state()  # the code this worker imported (at its start), recorded in its cells
+    _POOL.update(plan=_worker_plan(plan), train=train, test=test)
+
+
+def _pool_generate(job: Job) -> Any:
+    plan = _POOL["plan"]
+    return generate(plan.variants[job.label], _POOL["train"], job.budget, plan.ctx, job.seed)
+
+
+def _pool_cell(job: Job, key: CellKey, poison: Any) -> dict[str, Any]:
+    plan, train = _POOL["plan"], _POOL["train"]
+    return train_cell(plan, job, key, protect(poison, train, key.part), _POOL["test"], poison, len(train))
 
 
 # ------------------------------------------------------------------------------------------------ ray tasks
@@ -262,8 +363,8 @@ def _probe(address: str | None, timeout: float = 10.0) -> None:
         ) from None
 
 
-def make_executor(name: str, address: str | None, cpus: float | None, gpus: float | None) -> Executor:
-    """The executor called ``name`` (``local`` or ``ray``), not yet connected."""
+def make_executor(name: str, address: str | None, cpus: float | None, gpus: float | None, workers: int = 1) -> Executor:
+    """The executor called ``name`` (``local``, with ``workers`` processes, or ``ray``), not yet connected."""
     if name == "ray":
         return RayExecutor(address, cpus, gpus)
-    return LocalExecutor()
+    return LocalExecutor(workers)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from benchmarks.cache import NoiseCache
 from benchmarks.data import load_dataset, pad_to, stratified_head
 from benchmarks.env import code_state
@@ -55,6 +57,8 @@ class Plan:
     cache: NoiseCache
     #: the protected fractions (1.0: the whole set), checked (:func:`benchmarks.partial.check_fraction`)
     fractions: tuple[float, ...] = (1.0,)
+    #: the local executor's worker processes (``auto`` resolved for the device)
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,23 @@ def _check_executor(spec: CampaignSpec) -> None:
         raise UsageError("--ray-address must not be empty")
     check_resource("--ray-cpus", spec.ray_cpus)
     check_resource("--ray-gpus", spec.ray_gpus)
+    workers = spec.workers
+    if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UsageError(f"--workers must be a positive integer or auto, got {workers!r}")
+    if workers not in (1, "auto") and spec.executor != "local":
+        raise UsageError("--workers is for --executor local (a Ray task's CPUs: --ray-cpus)")
+
+
+def _workers(spec: CampaignSpec, device: torch.device) -> int:
+    """``spec.workers`` for ``device``: ``auto`` is one process per thread of this one on the CPU, 1 on CUDA."""
+    if spec.workers == "auto":
+        return torch.get_num_threads() if device.type == "cpu" and spec.executor == "local" else 1
+    if spec.workers > 1 and device.type != "cpu":
+        raise UsageError(
+            f"--workers {spec.workers} runs worker processes on the CPU; the device is {device}: use --workers 1 "
+            "(one GPU), or --executor ray --ray-gpus 0.5 to share one"
+        )
+    return int(spec.workers)
 
 
 def _combos(name: str, axes: Mapping[str, tuple[Any, ...]]) -> list[dict[str, Any]]:
@@ -258,6 +279,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
         )
     if spec.channels_last not in (None, True, False):
         raise UsageError(f"channels_last must be true, false or null (on for CUDA only), got {spec.channels_last!r}")
+    workers = _workers(spec, device)
     ctx = Context(device, precision=spec.precision, channels_last=spec.channels_last, progress=spec.progress)
     code_state()  # the code's version as this process imported it, recorded in every cell (benchmarks.env)
     for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
@@ -269,7 +291,7 @@ def make_plan(spec: CampaignSpec) -> Plan:
             raise UsageError(f"{what}: {err}") from None
     return Plan(
         spec, protocol, variants, victims, defenses, sorted(set(spec.seeds)), radius, ctx,
-        ResultStore(spec.results_dir), NoiseCache(spec.cache_dir), fractions,
+        ResultStore(spec.results_dir), NoiseCache(spec.cache_dir), fractions, workers,
     )  # fmt: skip
 
 

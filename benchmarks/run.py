@@ -27,6 +27,7 @@ from benchmarks.campaign import Campaign
 from benchmarks.data import DatasetMissingError
 from benchmarks.env import device_name
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
+from benchmarks.executors import WorkerLost
 from benchmarks.interrupts import Interrupts
 from benchmarks.matrix import cells_frame, matrix
 from benchmarks.noisefile import NoiseFileError, add_noise_file_option
@@ -119,10 +120,28 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
     p.add_argument("--retry-errors", action="store_true", help="rerun cells whose last attempt failed")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--executor", choices=("local", "ray"), default="local", help="run here or as Ray tasks")
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N|auto",
+        help="local executor: processes that run generations and cells side by side on the CPU, each with an equal "
+        "share of this process's threads; auto: one per thread, i.e. one per core (default: 1, this process)",
+    )
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS or a local one)")
     p.add_argument("--ray-cpus", type=float, default=None, help="CPUs per Ray task (default 1)")
     p.add_argument("--ray-gpus", type=float, default=None, help="GPUs per Ray task on CUDA (default 1)")
     return p
+
+
+def _workers(text: str) -> int | str:
+    """``--workers``: a positive integer or ``auto`` (checked with the rest by :func:`benchmarks.plan.make_plan`)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer or auto, got {text!r}") from None
 
 
 def _value(text: str) -> Any:
@@ -187,6 +206,7 @@ def spec_from_args(args: argparse.Namespace) -> CampaignSpec:
         retry_errors=args.retry_errors,
         progress=not args.no_progress,
         executor=args.executor,
+        workers=args.workers,
         ray_address=args.ray_address,
         ray_cpus=args.ray_cpus,
         ray_gpus=args.ray_gpus,
@@ -214,6 +234,7 @@ def _summary(campaign: Campaign, records: list[dict[str, Any]], wall: float) -> 
     print(
         f"\nclean test accuracy (%), final: dataset {plan.protocol.dataset}, preset {plan.protocol.preset}, "
         f"seeds {plan.seeds}, device {devices}, executor {campaign.executor.name}"
+        + (f" ({plan.workers} workers)" if plan.workers > 1 else "")
     )
     for victim, part in ok.groupby("victim", sort=False):
         print(f"victim {victim}\n{matrix(part).to_string()}\n")
@@ -244,7 +265,13 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.ru
             except (UsageError, DatasetMissingError, NoiseFileError) as err:
                 return fail("uebench", err)
             start = time.perf_counter()
-            records = campaign.run(on_cell=_report)
+            try:
+                records = campaign.run(on_cell=_report)
+            except WorkerLost as err:
+                if interrupts.received:  # a stop signal to the whole group also ends the workers: it is the stop
+                    raise
+                fail("uebench", err)
+                return 1
         except BaseException as err:
             # after a stop, whatever it raised on its way out (a library may turn the KeyboardInterrupt into
             # another error in its clean-up) is the stop

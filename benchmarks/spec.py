@@ -62,6 +62,10 @@ class CampaignSpec:
             another machine: the committed CPU numbers were measured without it. Recorded in every
             cell (``env.numerics.channels_last``), not part of hashes or cache keys (as the thread count is not).
         executor: ``local`` or ``ray`` (with ``ray_address``, ``ray_cpus``, ``ray_gpus``).
+        workers: the local executor's processes: 1 (this process), N, or ``auto`` (one per thread of this process
+            on the CPU, i.e. one per core unless ``OMP_NUM_THREADS`` says fewer; 1 on CUDA). Several run on the CPU
+            only, each with an equal share of the threads. Recorded through each cell's thread count
+            (``env.numerics.threads``), not part of hashes or cache keys.
     """
 
     dataset: str = "fashion-mnist"
@@ -86,6 +90,7 @@ class CampaignSpec:
     retry_errors: bool = False
     progress: bool = True
     executor: str = "local"
+    workers: int | str = 1
     ray_address: str | None = None
     ray_cpus: float | None = None
     ray_gpus: float | None = None

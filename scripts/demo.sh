@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${UEB_VENV:-.venv}
-exec "$VENV/bin/python" -m benchmarks.run --preset smoke-600 --methods em rem sem --defense none at4 "$@"
+exec "$VENV/bin/python" -m benchmarks.run --preset smoke-600 --methods em rem sem --defense none at4 --workers auto "$@"

@@ -99,6 +99,30 @@ def test_the_missions_time_sums_its_parts_of_the_main_variants() -> None:
     assert criteria.mission_time(slow[:1], "at4").met is None  # another protocol's defense: nothing measured
 
 
+def test_the_pool_schedule_of_the_missions_parts() -> None:
+    # clean (no generation), sem, rem: on two workers clean's cell runs while rem's generation does, and the
+    # command takes as long as its longest chain of generation and cell plus what waited for a worker
+    jobs = [(0.0, 60.0), (100.0, 50.0), (200.0, 50.0)]
+    assert criteria.pool_makespan(jobs, 1) == 460.0
+    assert criteria.pool_makespan(jobs, 2) == 250.0  # rem: 200 s then its cell at 200 -> 250
+    assert criteria.pool_makespan(jobs, 3) == 250.0
+    assert (
+        criteria.pool_makespan([(10.0, 100.0), (10.0, 100.0), (10.0, 100.0)], 2) == 210.0
+    )  # g3 before the first cells
+    pool = {"device": "cpu (1 threads)", "executor": {"name": "local", "workers": 2}}
+    cells = [
+        _cell("clean", "at4", 0, wall_s={"train": 50.0, "robust_eval": 10.0}, env=pool),
+        _cell("sem", "at4", 0, wall_s={"train": 50.0}, generation={"wall_s": 100.0}, env=pool),
+        _cell("rem", "at4", 0, wall_s={"train": 50.0}, generation={"wall_s": 200.0}, env=pool),
+    ]
+    found = criteria.mission_time(cells)
+    assert found.met is True and found.value == 250.0
+    assert found.measured == "seed 0: 250 s (every seed: 250 to 250 s) on cpu (1 threads), 2 workers"
+    for cell in cells:
+        cell["env"] = {"device": "cpu (2 threads)"}  # one process: the parts' sum
+    assert criteria.mission_time(cells).value == 460.0
+
+
 def test_the_command(tmp_path: Path, capsys) -> None:
     root = tmp_path / "cells"
     for seed in (0, 1):
