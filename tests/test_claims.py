@@ -81,6 +81,28 @@ def test_the_table_tests_every_claim_under_the_protocols_training(tmp_path: Path
     assert "0.0 (1 seed)" not in text  # the sweep variant never enters
 
 
+def test_the_protection_table_has_every_defense_and_method(tmp_path: Path) -> None:
+    root = tmp_path / "cells"
+    _campaign(root)
+    for seed in (0, 1, 2):  # a third defense on 3 seeds: EM loses all of it, SEM keeps 5 points
+        write_cell(root, "clean", "cccccccc", defense="cutout", seed=seed, final_acc=0.80 + seed / 1000)
+        write_cell(root, "em", "eeeeeeee", defense="cutout", seed=seed, final_acc=0.80 - (seed % 2) / 100)
+        write_cell(root, "sem", "ssssssss", defense="cutout", seed=seed, final_acc=0.75 + seed / 1000)
+    write_cell(root, "rem", "rrrrrrrr", defense="at2", seed=0, final_acc=0.6)  # no clean cell under at2: no column
+    out = tmp_path / "claims.md"
+    assert claims.main(["--preset", "smoke", "--results-dir", str(root), "--out", str(out)]) == 0
+    table = out.read_text().split("## Protection under every defense measured")[1]
+    lines = [line for line in table.splitlines() if line.startswith("| ")]
+    assert lines[0] == "| method − clean (pp) | none | at4 | cutout |"  # none, then AT by radius, then the rest
+    rows = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:] for line in lines[1:]}
+    assert list(rows) == ["em", "tap", "rem", "sem"]  # the claims' order
+    assert rows["em"][0].startswith("**-34.0 [") and rows["em"][0].endswith("** (5)")  # none: significant, bold
+    assert not rows["tap"][1].startswith("**") and rows["tap"][1].endswith("] (5)")  # at4: tied, not bold
+    assert rows["em"][2].startswith("-0.") and "**" not in rows["em"][2] and rows["em"][2].endswith("(3)")
+    assert rows["sem"][2] == "**-5.0 [-5.0, -5.0]** (3)"
+    assert rows["rem"][2] == rows["tap"][2] == "—"
+
+
 def test_a_scaled_protocol_is_judged_under_its_own_training(tmp_path: Path) -> None:
     root = tmp_path / "r16"
     for seed in SEEDS:
