@@ -132,6 +132,14 @@ def protection(cells: Sequence[dict[str, Any]]) -> str:
     return markdown_table(["method − clean (pp)", *defenses], rows)
 
 
+def _machine(record: dict[str, Any]) -> str:
+    """``cpu (1 threads), AMD EPYC 7B13``: the device and, on a CPU, its model (the same seed moves between CPUs)."""
+    env = record.get("env", {})
+    device = str(env.get("device", "?"))
+    cpu = (env.get("numerics") or {}).get("cpu")
+    return f"{device}, {cpu}" if cpu and device.startswith("cpu") else device
+
+
 def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense: str, command: str) -> str:
     """The claims' table for ``preset`` on ``dataset`` under ``defense``, as Markdown."""
     cells = main_variants(records, dataset, preset)
@@ -149,7 +157,7 @@ def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense:
         for claim, test, plain, result in judged
     ]
     used = [r for r in cells if r["defense"] in (defense, "none")]
-    devices = sorted({str(r.get("env", {}).get("device", "?")) for r in used})
+    devices = sorted({_machine(r) for r in used})
     commits = sorted({str(r.get("env", {}).get("git_commit", "?"))[:7] for r in used})
     held = sum(result == "holds" for *_, result in judged)
     measured = sum(result != "not measured" for *_, result in judged)
@@ -161,7 +169,7 @@ def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense:
             "",
             f"Final clean test accuracy of the victim trained on protected data, paired differences over the seeds "
             f"both sides have, in percentage points (mean [95 % CI], paired t-test p; tied: p >= {stats.ALPHA}). "
-            f"Cells: {len(used)} (devices: {', '.join(devices) or '—'}; code: {', '.join(commits) or '—'}). "
+            f"Cells: {len(used)} (devices: {'; '.join(devices) or '—'}; code: {', '.join(commits) or '—'}). "
             f"Rules: `{PROG}` (module docstring).",
             "",
             markdown_table(headers, rows),
