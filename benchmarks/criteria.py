@@ -172,10 +172,10 @@ def surrogates_fit(cells: Sequence[dict[str, Any]]) -> Criterion:
     return Criterion("(c) surrogates fit", rule, worst >= SURROGATE_FIT, f"EM worst seed {worst * 100:.1f} %", details)
 
 
-def pool_makespan(jobs: Sequence[tuple[float, float]], workers: int) -> float:
-    """Seconds until the last of ``jobs`` (generation seconds, cell seconds), in submission order, is done on
+def pool_makespan(jobs: Sequence[tuple[float, Sequence[float]]], workers: int) -> float:
+    """Seconds until the last of ``jobs`` (generation seconds, its cells' seconds), in submission order, is done on
     ``workers`` processes, scheduled as :class:`benchmarks.executors.LocalExecutor` does: every generation queued
-    first, each cell queued when its generation ends, a free worker takes the task queued longest."""
+    first, a job's cells queued when its generation ends, a free worker takes the task queued longest."""
     free = [0.0] * workers  # when each worker is next free
     queue: list[tuple[float, int, float, int | None]] = [(0.0, j, g, j) for j, (g, _) in enumerate(jobs)]
     order = len(jobs)  # submission order breaks ties of queueing time
@@ -185,10 +185,11 @@ def pool_makespan(jobs: Sequence[tuple[float, float]], workers: int) -> float:
         worker = min(range(workers), key=free.__getitem__)
         free[worker] = max(free[worker], queued) + seconds
         end = max(end, free[worker])
-        if job is not None:  # its cell is queued when it ends
-            queue.append((free[worker], order, jobs[job][1], None))
+        if job is not None:  # its cells are queued when it ends
+            for cell in jobs[job][1]:
+                queue.append((free[worker], order, cell, None))
+                order += 1
             queue.sort(key=lambda task: task[:2])
-            order += 1
     return end
 
 
@@ -216,7 +217,9 @@ def mission_time(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE
     def seconds(seed: int) -> float:
         # the command's jobs in its order: the clean baseline first, then the methods as the command names them
         jobs = [parts[seed][m] for m in MISSION_METHODS if m in parts[seed]]
-        return sum(g + t for g, t in jobs) if workers[seed] == 1 else pool_makespan(jobs, workers[seed])
+        if workers[seed] == 1:
+            return sum(g + t for g, t in jobs)
+        return pool_makespan([(g, [t]) for g, t in jobs], workers[seed])
 
     def where(seed: int) -> str:
         pool = f", {workers[seed]} workers" if workers[seed] > 1 else ""

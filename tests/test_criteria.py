@@ -102,13 +102,12 @@ def test_the_missions_time_sums_its_parts_of_the_main_variants() -> None:
 def test_the_pool_schedule_of_the_missions_parts() -> None:
     # clean (no generation), sem, rem: on two workers clean's cell runs while rem's generation does, and the
     # command takes as long as its longest chain of generation and cell plus what waited for a worker
-    jobs = [(0.0, 60.0), (100.0, 50.0), (200.0, 50.0)]
+    jobs = [(0.0, [60.0]), (100.0, [50.0]), (200.0, [50.0])]
     assert criteria.pool_makespan(jobs, 1) == 460.0
     assert criteria.pool_makespan(jobs, 2) == 250.0  # rem: 200 s then its cell at 200 -> 250
     assert criteria.pool_makespan(jobs, 3) == 250.0
-    assert (
-        criteria.pool_makespan([(10.0, 100.0), (10.0, 100.0), (10.0, 100.0)], 2) == 210.0
-    )  # g3 before the first cells
+    assert criteria.pool_makespan([(10.0, [100.0])] * 3, 2) == 210.0  # the third generation before any cell
+    assert criteria.pool_makespan([(10.0, [100.0, 20.0])], 2) == 110.0  # a job's cells side by side
     pool = {"device": "cpu (1 threads)", "executor": {"name": "local", "workers": 2}}
     cells = [
         _cell("clean", "at4", 0, wall_s={"train": 50.0, "robust_eval": 10.0}, env=pool),
