@@ -32,6 +32,7 @@ from typing import Any
 
 from benchmarks import stats
 from benchmarks.criteria import main_variants, per_seed
+from benchmarks.env import machine
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
 from benchmarks.matrix import ResultsError, load_merged, markdown_table
@@ -132,14 +133,6 @@ def protection(cells: Sequence[dict[str, Any]]) -> str:
     return markdown_table(["method − clean (pp)", *defenses], rows)
 
 
-def _machine(record: dict[str, Any]) -> str:
-    """``cpu (1 threads), AMD EPYC 7B13``: the device and, on a CPU, its model (the same seed moves between CPUs)."""
-    env = record.get("env", {})
-    device = str(env.get("device", "?"))
-    cpu = (env.get("numerics") or {}).get("cpu")
-    return f"{device}, {cpu}" if cpu and device.startswith("cpu") else device
-
-
 def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense: str, command: str) -> str:
     """The claims' table for ``preset`` on ``dataset`` under ``defense``, as Markdown."""
     cells = main_variants(records, dataset, preset)
@@ -157,7 +150,7 @@ def build(records: Sequence[dict[str, Any]], dataset: str, preset: str, defense:
         for claim, test, plain, result in judged
     ]
     used = [r for r in cells if r["defense"] in (defense, "none")]
-    devices = sorted({_machine(r) for r in used})
+    devices = sorted({machine(r.get("env", {})) for r in used})
     commits = sorted({str(r.get("env", {}).get("git_commit", "?"))[:7] for r in used})
     held = sum(result == "holds" for *_, result in judged)
     measured = sum(result != "not measured" for *_, result in judged)

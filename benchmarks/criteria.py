@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks import stats
+from benchmarks.env import machine
 from benchmarks.registry import PRESETS
 
 SURROGATE_FIT = 0.98
@@ -212,7 +213,7 @@ def mission_time(cells: Sequence[dict[str, Any]], mission: str = MISSION_DEFENSE
             seed = int(r["seed"])
             parts.setdefault(seed, {})[r["method"]] = (generate, train)
             workers[seed] = max(workers.get(seed, 1), int((r["env"].get("executor") or {}).get("workers") or 1))
-            devices.add(str(r["env"].get("device")))
+            devices.add(machine(r["env"]))
 
     def seconds(seed: int) -> float:
         # the command's jobs in its order: the clean baseline first, then the methods as the command names them

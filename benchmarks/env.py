@@ -102,6 +102,14 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def machine(env: dict[str, Any]) -> str:
+    """The machine a cell's ``env`` names: its device and, on a CPU, the CPU's model (``cpu (1 threads), AMD EPYC``):
+    the same seed moves between CPU models, and so does the time."""
+    device = str(env.get("device", "?"))
+    cpu = (env.get("numerics") or {}).get("cpu")
+    return f"{device}, {cpu}" if cpu and device.startswith("cpu") else device
+
+
 def device_name(device: torch.device) -> str:
     """A human name of the device, e.g. ``cpu (2 threads)`` or ``NVIDIA H100 80GB HBM3``."""
     if device.type == "cuda":

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,94 +89,78 @@ def test_workers_equal_one_thread_in_process_and_resume(tmp_path: Path, one_thre
         torch.set_num_threads(threads)
 
 
-@pytest.mark.timeout(180)
-def test_sigint_stops_the_workers_keeps_finished_cells_and_resumes(
-    tmp_path: Path, one_thread_reference: Path, capsys
-) -> None:
+def _stop_after_first_cell(root: Path, stop: Callable[[int], None]) -> tuple[int, str]:
+    """Run the CLI with 2 workers in a new session (a terminal's process group), call ``stop(pid)`` once the first
+    cell is stored, wait for the end; returns (exit code, stderr)."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-    log = tmp_path / "stderr.txt"
+    log = root / "stderr.txt"
     with log.open("w") as err, open(os.devnull, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.run", *ARGS, "--workers", "2", *_dirs(tmp_path)],
+            [sys.executable, "-m", "benchmarks.run", *ARGS, "--workers", "2", *_dirs(root)],
             cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 120
-            while not any((tmp_path / "res").rglob("*.json")):
+            while not any((root / "res").rglob("*.json")):
                 assert proc.poll() is None, f"the run ended before its first cell: {log.read_text()}"
                 assert time.monotonic() < deadline, "no cell after 120 s"
                 time.sleep(0.01)
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in a terminal: the driver and its workers
+            stop(proc.pid)
             proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-    stderr = log.read_text()
-    assert proc.returncode == 130, stderr
-    assert "uebench: interrupted by SIGINT" in stderr and "Traceback" not in stderr, stderr
     deadline = time.monotonic() + 30
     while _group_alive(proc.pid):  # no worker outlives the driver
         assert time.monotonic() < deadline, "a worker process is still running 30 s after the driver exited"
         time.sleep(0.1)
-    finished = _numbers(tmp_path)
-    assert 1 <= len(finished) < N_CELLS, "the stop must come in the middle of the campaign"
-    reference = _numbers(one_thread_reference)
-    assert all(finished[n] == reference[n] for n in finished), "a cell stored before the stop is complete"
-    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    return proc.returncode, log.read_text()
 
+
+def _resume_and_compare(root: Path, reference_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    """The cells stored before the stop are complete, none half-written; the rerun does the rest, equal to the
+    uninterrupted reference."""
+    finished, reference = _numbers(root), _numbers(reference_dir)
+    assert 1 <= len(finished) < N_CELLS, "the stop must come in the middle of the campaign"
+    assert all(finished[n] == reference[n] for n in finished), "a cell stored before the stop is complete"
+    assert not [p for p in root.rglob("*") if p.name.endswith(".tmp")]
     capsys.readouterr()
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert runner.main([*ARGS, "--workers", "2", *_dirs(tmp_path)]) == 0
+        assert runner.main([*ARGS, "--workers", "2", *_dirs(root)]) == 0
     finally:
         torch.set_num_threads(threads)
     assert capsys.readouterr().out.count("test acc final") == N_CELLS - len(finished)
-    assert _numbers(tmp_path) == reference
+    assert _numbers(root) == reference
+
+
+@pytest.mark.timeout(180)
+def test_sigint_stops_the_workers_keeps_finished_cells_and_resumes(
+    tmp_path: Path, one_thread_reference: Path, capsys
+) -> None:
+    # Ctrl-C in a terminal: the driver and its workers
+    code, stderr = _stop_after_first_cell(tmp_path, lambda pid: os.killpg(pid, signal.SIGINT))
+    assert code == 130, stderr
+    assert "uebench: interrupted by SIGINT" in stderr and "Traceback" not in stderr, stderr
+    _resume_and_compare(tmp_path, one_thread_reference, capsys)
 
 
 @pytest.mark.timeout(180)
 def test_a_worker_killed_stops_the_run_with_a_message_and_the_rerun_completes(
     tmp_path: Path, one_thread_reference: Path, capsys
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as err, open(os.devnull, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.run", *ARGS, "--workers", "2", *_dirs(tmp_path)],
-            cwd=REPO, env=env, stdout=out, stderr=err, start_new_session=True,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 120
-            while not any((tmp_path / "res").rglob("*.json")):
-                assert proc.poll() is None, f"the run ended before its first cell: {log.read_text()}"
-                assert time.monotonic() < deadline, "no cell after 120 s"
-                time.sleep(0.01)
-            workers = _workers_of(proc.pid)
-            assert workers, "the run has worker processes"
-            os.kill(workers[0], signal.SIGKILL)  # what the kernel's out-of-memory killer does
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    stderr = log.read_text()
-    finished = _numbers(tmp_path)
-    assert 1 <= len(finished) < N_CELLS, "the kill must come in the middle of the campaign"
-    assert proc.returncode == 1, stderr
+    def kill_a_worker(pid: int) -> None:
+        workers = _workers_of(pid)
+        assert workers, "the run has worker processes"
+        os.kill(workers[0], signal.SIGKILL)  # what the kernel's out-of-memory killer does
+
+    code, stderr = _stop_after_first_cell(tmp_path, kill_a_worker)
+    assert code == 1, stderr
     assert "uebench: error: a worker process died (killed, or out of memory?)" in stderr, stderr
     assert "Traceback" not in stderr, stderr
-    reference = _numbers(one_thread_reference)
-    assert all(finished[n] == reference[n] for n in finished)
-    capsys.readouterr()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert runner.main([*ARGS, "--workers", "2", *_dirs(tmp_path)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    assert _numbers(tmp_path) == reference
+    _resume_and_compare(tmp_path, one_thread_reference, capsys)
 
 
 def _workers_of(pid: int) -> list[int]:
