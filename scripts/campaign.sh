@@ -6,13 +6,7 @@
 # Committed results come from a clean tree: the script refuses to start when the code differs from HEAD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-PY="${UEB_VENV:-.venv}/bin/python"
-CACHE=${UEB_CACHE:-$HOME/.cache/uebench/noise}
-if [ "$("$PY" -c 'from benchmarks.env import source_state; print(source_state()["dirty"])')" != False ]; then
-  echo "campaign: the code differs from HEAD (git status); commit first: committed results come from a clean tree" >&2
-  exit 2
-fi
+source scripts/_results_env.sh campaign
 METHODS=(em em-cw sc random tap sem rem)      # the campaign and the regression suite
 NEW_METHODS=(asr hypo ntga ar ops cuda)       # the campaign (issue 12); not in the regression suite yet
 DEFENSES=(none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10)

@@ -7,13 +7,7 @@
 # from HEAD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-PY="${UEB_VENV:-.venv}/bin/python"
-CACHE=${UEB_CACHE:-$HOME/.cache/uebench/noise}
-if [ "$("$PY" -c 'from benchmarks.env import source_state; print(source_state()["dirty"])')" != False ]; then
-  echo "study: the code differs from HEAD (git status); commit first: committed results come from a clean tree" >&2
-  exit 2
-fi
+source scripts/_results_env.sh study
 run() { "$PY" -m benchmarks.run --no-progress --workers auto --cache-dir "$CACHE" --results-dir results/study/cells "$@"; }
 
 # 1. every candidate's clean victims under none and its adversarial training (criterion (b)), seeds 0-2
