@@ -35,7 +35,7 @@ from benchmarks.criteria import main_variants, per_seed
 from benchmarks.env import machine
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
-from benchmarks.matrix import ResultsError, load_merged, markdown_table
+from benchmarks.matrix import ResultsError, defense_order, load_merged, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import DATASETS, PRESETS
 from benchmarks.spec import DEFAULT_PRESET
@@ -102,19 +102,10 @@ def evaluate(cells: Sequence[dict[str, Any]], defense: str) -> list[tuple[Claim,
     return out
 
 
-def _defense_order(name: str) -> tuple[int, int, str]:
-    """``none`` first, then adversarial training by radius, then the rest by name."""
-    if name == "none":
-        return (0, 0, name)
-    if name.startswith("at") and name[2:].isdigit():
-        return (1, int(name[2:]), name)
-    return (2, 0, name)
-
-
 def protection(cells: Sequence[dict[str, Any]]) -> str:
     """Every method's protection under every defense it was measured under: ``method - clean`` in points, paired
     over the seeds both have (mean [95 % CI] (seeds)); **bold** where the paired test rejects zero at ALPHA."""
-    defenses = sorted({r["defense"] for r in cells if r["method"] == "clean"}, key=_defense_order)
+    defenses = sorted({r["defense"] for r in cells if r["method"] == "clean"}, key=defense_order)
     first = [m for c in CLAIMS for m in (c.a, c.b) if m != "clean"]
     methods = sorted(
         {r["method"] for r in cells} - {"clean"}, key=lambda m: (m not in first, first.index(m) if m in first else 0, m)

@@ -30,7 +30,7 @@ import pandas as pd
 from benchmarks import stats
 from benchmarks.errors import HelpFormatter, Parser, UsageError, fail
 from benchmarks.io import atomic_write_text, check_writable
-from benchmarks.matrix import ResultsError, cells_frame, load_records, markdown_table
+from benchmarks.matrix import ResultsError, cells_frame, defense_order, load_records, markdown_table
 from benchmarks.plugins import load_plugins
 from benchmarks.registry import METHODS
 
@@ -272,10 +272,10 @@ def _extra_data(part: pd.DataFrame) -> dict[str, str]:
 
 
 def _defenses(part: pd.DataFrame) -> list[str]:
-    """The defenses of a section: ``none`` first, then adversarial training (``at<k>``), then the others; those
-    that use more than the protected set (:data:`OTHER_THREAT`) after all of them."""
+    """The defenses of a section (:func:`benchmarks.matrix.defense_order`: ``none``, adversarial training by radius,
+    the others); those that use more than the protected set (:data:`OTHER_THREAT`) after all of them."""
     extra = _extra_data(part)
-    return sorted(extra, key=lambda d: (extra[d] != "none", d != "none", not d.startswith("at"), d))
+    return sorted(extra, key=lambda d: (extra[d] != "none", *defense_order(d)))
 
 
 def _defense_header(defense: str, extra_data: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -256,6 +257,17 @@ def poison_frame(frame: pd.DataFrame) -> pd.DataFrame:
     columns = [*POISON_KEY, "label", "train_size", "gen_wall_s", "gen_steps", "gen_images_forwarded", "gen_passes"]
     columns += ["gen_device", *ROBUSTNESS, *ROBUSTNESS_FIXED]
     return frame.drop_duplicates(POISON_KEY)[columns].reset_index(drop=True)
+
+
+def defense_order(name: str) -> tuple[int, int, str]:
+    """Sort key of defense names: ``none``, then adversarial training (``at<k>``, by its radius k), then the rest by
+    name."""
+    if name == "none":
+        return (0, 0, name)
+    if name.startswith("at"):
+        radius = re.match(r"\d*", name[2:]).group()
+        return (1, int(radius) if radius else 0, name)
+    return (2, 0, name)
 
 
 def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Iterable[int] = ()) -> str:
