@@ -178,13 +178,25 @@ def _pool_init(plan: Plan, train: ImageSet, test: ImageSet, threads: int) -> Non
 
 
 def _pool_generate(job: Job) -> Any:
-    plan = _POOL["plan"]
-    return generate(plan.variants[job.label], _POOL["train"], job.budget, plan.ctx, job.seed)
+    return _generate(_POOL["plan"], job, _POOL["train"])
 
 
 def _pool_cell(job: Job, key: CellKey, poison: Any) -> dict[str, Any]:
-    plan, train = _POOL["plan"], _POOL["train"]
-    return train_cell(plan, job, key, protect(poison, train, key.part), _POOL["test"], poison, len(train))
+    return _cell(_POOL["plan"], job, key, _POOL["train"], _POOL["test"], poison)
+
+
+# ------------------------------------------------------------------------------------------------ a task's work
+# What a worker (a pool process or a Ray task) does with a prepared plan and data on its device.
+
+
+def _generate(plan: Plan, job: Job, train: ImageSet) -> Any:
+    """The poison of ``job``, or its GenerationFailure (never touches the cache)."""
+    return generate(plan.variants[job.label], train, job.budget, plan.ctx, job.seed)
+
+
+def _cell(plan: Plan, job: Job, key: CellKey, train: ImageSet, test: ImageSet, poison: Any) -> dict[str, Any]:
+    """The record of one cell: its victim trained on ``train`` protected by ``poison``."""
+    return train_cell(plan, job, key, protect(poison, train, key.part), test, poison, len(train))
 
 
 # ------------------------------------------------------------------------------------------------ ray tasks
@@ -205,14 +217,13 @@ def _worker_plan(plan: Plan) -> Plan:
 def generate_task(plan: Plan, job: Job, train: ImageSet) -> Any:
     """Ray task: generate the poison of ``job``, or its GenerationFailure (never touches the cache)."""
     plan = _worker_plan(plan)
-    return generate(plan.variants[job.label], train.to(plan.ctx.device), job.budget, plan.ctx, job.seed)
+    return _generate(plan, job, train.to(plan.ctx.device))
 
 
 def cell_task(plan: Plan, job: Job, key: CellKey, train: ImageSet, test: ImageSet, poison: Any) -> dict[str, Any]:
     """Ray task: train the victim of one cell on ``train`` protected by ``poison``; returns the record."""
     plan = _worker_plan(plan)
-    train, test = train.to(plan.ctx.device), test.to(plan.ctx.device)
-    return train_cell(plan, job, key, protect(poison, train, key.part), test, poison, len(train))
+    return _cell(plan, job, key, train.to(plan.ctx.device), test.to(plan.ctx.device), poison)
 
 
 class RayExecutor(Executor):
