@@ -120,8 +120,9 @@ step speed 180 env "${BENCH[@]}" UEB_BENCH_PRECISION=fp32,tf32,bf16 UEB_BENCH_CO
 step e2e 150 "$PY" -m analysis.gpu_check e2e --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" "${MODE[@]}"
 step paper_short 180 "$PY" -m analysis.gpu_check paper-short --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" \
   "${MODE[@]}"
-# last: torch.compile of the surrogate may take minutes; it gets what is left of the budget, at most 150 s
-step speed_compile 150 env "${BENCH[@]}" UEB_BENCH_PRECISION=bf16 UEB_BENCH_COMPILE=compile \
+# last: torch.compile of the surrogate (plain, and with CUDA graphs) may take minutes; it gets what is left of the
+# budget, at most 150 s
+step speed_compile 150 env "${BENCH[@]}" UEB_BENCH_PRECISION=bf16 UEB_BENCH_COMPILE=compile,graphs \
   UEB_BENCH_JSON="$OUT/speed.json" "$PY" "${SPEED[@]}" -k "test_minmin_step and sem"
 step summary 60 "$PY" -m analysis.gpu_summary --out "$OUT" "${MODE[@]}"
 if [ ! -s "$OUT/SUMMARY.md" ]; then  # the summary itself failed: the steps at least

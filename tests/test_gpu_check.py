@@ -98,7 +98,10 @@ def test_the_whole_dry_run_writes_every_file_and_every_step_is_ok(tmp_path: Path
     assert list(steps) == ["env", "gpu_tests", "speed", "e2e", "paper_short", "speed_compile", "summary"]
     assert all(s["status"] == "ok" for s in steps.values()), steps
     speed = json.loads((out / "speed.json").read_text())
-    assert set(speed) == {f"{m}/{p}" for m in ("em", "rem", "sem") for p in ("fp32", "bf16")} | {"sem/bf16+compile"}
+    assert set(speed) == {f"{m}/{p}" for m in ("em", "rem", "sem") for p in ("fp32", "tf32", "bf16")} | {
+        "sem/bf16+compile",
+        "sem/bf16+graphs",
+    }
     summary = (out / "SUMMARY.md").read_text()
     headings = [line for line in summary.splitlines() if line.startswith("## ")]
     assert headings == [

@@ -147,7 +147,7 @@ def test_a_set_above_the_device_share_is_streamed_from_pinned_host_memory(gpu_de
     ctx = Context(gpu_device, progress=False, resident_share=0.0)
     placed = ctx.place(train)
     assert ctx.streams(train) and placed.x.device.type == "cpu" and placed.x.is_pinned()
-    sem = METHODS.get("sem")(**SEM_TINY)
+    sem = METHODS.get("sem")(**{**SEM_TINY, "surrogate": "tiny_cnn"})  # pooled_tiny_cnn lives in the probe only
     streamed = sem.generate(train, sem.budget(train.shape, 8.0), ctx)
     resident = sem.generate(train, sem.budget(train.shape, 8.0), dataclasses.replace(ctx, resident_share=0.5))
     assert torch.equal(streamed.delta, resident.delta)

@@ -3,12 +3,12 @@
 Skipped in the ordinary test run (benchmarks disabled). Sizes come from the environment so one file
 serves the CPU and a GPU: ``UEB_BENCH_ARCH`` (default tiny_cnn; resnet18 for the CIFAR-10 figure),
 ``UEB_BENCH_DEVICE`` (auto), ``UEB_BENCH_BATCH`` (128), ``UEB_BENCH_ROUNDS``, ``UEB_BENCH_WARMUP`` (1),
-``UEB_BENCH_PRECISION`` (``fp32``, ``bf16`` or both, comma-separated; default bf16 on a GPU, fp32 on the
-CPU) and ``UEB_BENCH_COMPILE`` (``eager``, ``compile`` or both; ``UEB_BENCH_COMPILE_BACKEND``, default
-inductor). The terminal summary prints each row's seconds per step and the ratio to SEM of the same
-precision and mode; ``UEB_BENCH_JSON`` names a JSON file the rows are merged into after every test (a
-row of the same name is replaced), so that several runs fill one file and a run stopped half-way keeps
-its finished rows.
+``UEB_BENCH_PRECISION`` (``fp32``, ``tf32``, ``bf16``, comma-separated; default bf16 on a GPU, fp32 on the
+CPU) and ``UEB_BENCH_COMPILE`` (``eager``, ``compile``, ``graphs``: CUDA graphs through inductor's
+``reduce-overhead`` mode; ``UEB_BENCH_COMPILE_BACKEND``, default inductor). The terminal summary prints each
+row's seconds per step and the ratio to SEM of the same precision and mode; ``UEB_BENCH_JSON`` names a JSON
+file the rows are merged into after every test (a row of the same name is replaced), so that several runs
+fill one file and a run stopped half-way keeps its finished rows.
 """
 
 from __future__ import annotations

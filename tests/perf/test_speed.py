@@ -61,8 +61,10 @@ def _axis(variable: str, default: str, accepted: tuple[str, ...]) -> list[str]:
 
 #: arithmetic of forward and backward passes (Context.precision): fp32, tf32 (CUDA) or bf16 autocast
 PRECISION_AXIS = _axis("UEB_BENCH_PRECISION", "bf16" if ON_GPU else "fp32", PRECISIONS)
-#: ``compile``: the surrogate under torch.compile (``UEB_BENCH_COMPILE_BACKEND``, default inductor)
-COMPILE_AXIS = _axis("UEB_BENCH_COMPILE", "eager", ("eager", "compile"))
+#: ``compile``: the surrogate under torch.compile (``UEB_BENCH_COMPILE_BACKEND``, default inductor); ``graphs``: the
+#: same in inductor's ``reduce-overhead`` mode, which replays each graph as a CUDA graph (one launch for the kernels
+#: of a forward or backward pass; shapes are fixed within a step). With another backend ``graphs`` is ``compile``.
+COMPILE_AXIS = _axis("UEB_BENCH_COMPILE", "eager", ("eager", "compile", "graphs"))
 COMPILE_BACKEND = os.environ.get("UEB_BENCH_COMPILE_BACKEND", "inductor")
 
 
@@ -126,13 +128,14 @@ def test_minmin_step(
     with meter.watch(run.model), FlopCounterMode(display=False) as flops:  # count one step's passes and FLOPs
         run.step(batch.x, batch.y, 0)
     extra: dict[str, Any] = {}
-    if mode == "compile":
-        run.model = torch.compile(run.model, backend=COMPILE_BACKEND)
+    if mode != "eager":
+        graphs = mode == "graphs" and COMPILE_BACKEND == "inductor"
+        run.model = torch.compile(run.model, backend=COMPILE_BACKEND, **({"mode": "reduce-overhead"} if graphs else {}))
         _sync()
         start = time.perf_counter()
         run.step(batch.x, batch.y, 1)  # compiles every graph of the step (eval and train mode)
         _sync()
-        extra.update(compile_backend=COMPILE_BACKEND, compile_s=time.perf_counter() - start)
+        extra.update(compile_backend=COMPILE_BACKEND, compile_mode=mode, compile_s=time.perf_counter() - start)
 
     def step() -> None:
         run.step(batch.x, batch.y, 1)
@@ -155,11 +158,11 @@ def test_minmin_step(
     final_batches = math.ceil(PROJECTED_TRAIN_SIZE / BATCH)
     _record(
         speed_results,
-        f"{name}/{precision}" + ("+compile" if mode == "compile" else ""),
+        f"{name}/{precision}" + ("" if mode == "eager" else f"+{mode}"),
         benchmark,
         meter,
         precision=ctx.precision,
-        compiled=mode == "compile",
+        compiled=mode != "eager",
         channels_last=ctx.channels_last,
         tf32_cudnn=torch.backends.cudnn.allow_tf32,
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
