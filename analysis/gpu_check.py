@@ -174,7 +174,7 @@ def env_report(device: torch.device) -> dict[str, Any]:
     """Everything about the machine a number of this check depends on (``benchmarks.env.environment`` and more)."""
     ctx = Context(device)  # the default precision, with the TF32 switches it sets
     ctx.set_numerics()
-    doc = environment(device, ctx.arithmetic, ctx.channels_last)
+    doc = environment(device, ctx.arithmetic, ctx.channels_last, ctx.compile_mode)
     doc.update(
         python_executable=sys.executable,
         packages={name: _version(name) for name in PACKAGES},

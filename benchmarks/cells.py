@@ -62,7 +62,7 @@ def train_cell(
         # a cache entry written before the budget travelled with the job carries it in its stats
         "generation": {} if failed else {k: v for k, v in poison.stats.items() if k != "budget"},
         "env": {
-            **environment(plan.ctx.device, plan.ctx.arithmetic, plan.ctx.channels_last),
+            **environment(plan.ctx.device, plan.ctx.arithmetic, plan.ctx.channels_last, plan.ctx.compile_mode),
             # how the campaign ran its tasks: a part's wall time depends on what ran beside it
             "executor": {"name": plan.spec.executor, "workers": plan.workers},
         },

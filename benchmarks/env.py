@@ -132,7 +132,12 @@ def peak_shares(name: str, precision: str, tflops: float) -> dict[str, float]:
     return {precision: tflops / peaks[precision]}
 
 
-def numerics(device: torch.device, precision: str | None = None, channels_last: bool | None = None) -> dict[str, Any]:
+def numerics(
+    device: torch.device,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile_mode: str | None = None,
+) -> dict[str, Any]:
     """What decides the floating-point results on ``device``: kernels, threads, libraries, flags."""
     out: dict[str, Any] = {
         "cpu": cpu_model(),
@@ -142,6 +147,7 @@ def numerics(device: torch.device, precision: str | None = None, channels_last: 
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "precision": precision,
         "channels_last": channels_last,  # the memory format of models and batches (None: not said)
+        "compile": compile_mode,  # how min-min surrogates ran: eager, compile, graphs (None: not said)
         "variables": {k: os.environ[k] for k in NUMERICS_VARIABLES if k in os.environ},
     }
     if device.type == "cuda":
@@ -158,7 +164,10 @@ def numerics(device: torch.device, precision: str | None = None, channels_last: 
 
 
 def environment(
-    device: torch.device, precision: str | None = None, channels_last: bool | None = None
+    device: torch.device,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile_mode: str | None = None,
 ) -> dict[str, Any]:
     """Code version (commit, dirty flag, diff hash), library versions, device, numerics, time."""
     return {
@@ -167,6 +176,6 @@ def environment(
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": device_name(device),
-        "numerics": numerics(device, precision, channels_last),
+        "numerics": numerics(device, precision, channels_last, compile_mode),
         "timestamp_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -210,7 +210,7 @@ def _worker_plan(plan: Plan) -> Plan:
 
     load_plugins()
     device = torch.device("cuda") if plan.ctx.device.type == "cuda" else torch.device("cpu")
-    ctx = Context(device, plan.ctx.seed, plan.ctx.precision, plan.ctx.channels_last, progress=False)
+    ctx = replace(plan.ctx, device=device, progress=False)
     ctx.set_numerics()
     return replace(plan, ctx=ctx)
 

@@ -31,7 +31,7 @@ from benchmarks.registry import DATASETS, DEFENSES, METHODS, PRESETS, UnknownNam
 from benchmarks.spec import DEFAULT_METHODS, CampaignSpec
 from benchmarks.store import CellKey, ResultStore, protocol_hash
 from benchmarks.train import COMPOSE, Composed, Defense, extra_data_of
-from benchmarks.types import PRECISIONS, Budget, Context, ImageSet
+from benchmarks.types import COMPILE_MODES, PRECISIONS, Budget, Context, ImageSet
 
 MAX_SEED = 2**63 - 1
 log = logging.getLogger("uebench")
@@ -279,8 +279,18 @@ def make_plan(spec: CampaignSpec) -> Plan:
         )
     if spec.channels_last not in (None, True, False):
         raise UsageError(f"channels_last must be true, false or null (on for CUDA only), got {spec.channels_last!r}")
+    if spec.compile_mode not in COMPILE_MODES:
+        raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {spec.compile_mode!r}")
+    if spec.compile_mode == "graphs" and device.type != "cuda" and (spec.executor == "local" or spec.device != "auto"):
+        raise UsageError(f"--compile graphs needs CUDA (CUDA graphs); the device is {device}: use eager or compile")
     workers = _workers(spec, device)
-    ctx = Context(device, precision=spec.precision, channels_last=spec.channels_last, progress=spec.progress)
+    ctx = Context(
+        device,
+        precision=spec.precision,
+        channels_last=spec.channels_last,
+        progress=spec.progress,
+        compile_mode=spec.compile_mode,
+    )
     code_state()  # the code's version as this process imported it, recorded in every cell (benchmarks.env)
     for what, directory in (("--results-dir", spec.results_dir), ("--cache-dir", spec.cache_dir)):
         if "\x00" in str(directory):

@@ -34,7 +34,7 @@ from benchmarks.noisefile import NoiseFileError, add_noise_file_option
 from benchmarks.plugins import load_plugins
 from benchmarks.spec import DEFAULT_CACHE, DEFAULT_METHODS, DEFAULT_PRESET, DEFAULT_RESULTS, CampaignSpec
 from benchmarks.store import CellKey
-from benchmarks.types import PRECISIONS
+from benchmarks.types import COMPILE_MODES, PRECISIONS
 
 log = logging.getLogger("uebench")
 
@@ -106,6 +106,14 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
         default=None,
         help="NHWC memory format for models and batches (default: on for CUDA, off on the CPU, where it is faster for "
         "small convolutions but rounds differently from the committed CPU numbers; recorded in every cell)",
+    )
+    p.add_argument(
+        "--compile",
+        default="eager",
+        choices=COMPILE_MODES,
+        help="how min-min surrogates (EM, REM, SEM, ...) run: eager, compile (torch.compile) or graphs (compiled and "
+        "replayed as CUDA graphs; CUDA only: SEM's step 2.4x faster than eager on an H200); changes the rounding, "
+        "recorded in every cell",
     )
     p.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS, help="results cells")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="noise cache ($UEB_CACHE)")
@@ -199,6 +207,7 @@ def spec_from_args(args: argparse.Namespace) -> CampaignSpec:
         device=args.device,
         precision=args.precision,
         channels_last=args.channels_last,
+        compile_mode=args.compile,
         data_root=args.data_root,
         download=args.download,
         results_dir=args.results_dir,

@@ -61,6 +61,9 @@ class CampaignSpec:
             generation on smoke-r16 1.16x, its at8 victim 1.21x; README "Speed") but changes the rounding, like
             another machine: the committed CPU numbers were measured without it. Recorded in every
             cell (``env.numerics.channels_last``), not part of hashes or cache keys (as the thread count is not).
+        compile_mode: how min-min surrogates run: ``eager`` (the default), ``compile`` (``torch.compile``) or
+            ``graphs`` (compiled, replayed as CUDA graphs; CUDA only). Recorded in every cell
+            (``env.numerics.compile``), not part of hashes or cache keys: like ``channels_last`` it changes rounding.
         executor: ``local`` or ``ray`` (with ``ray_address``, ``ray_cpus``, ``ray_gpus``).
         workers: the local executor's processes: 1 (this process), N, or ``auto`` (one per thread of this process
             on the CPU, i.e. one per core unless ``OMP_NUM_THREADS`` says fewer; 1 on CUDA). Several run on the CPU
@@ -83,6 +86,7 @@ class CampaignSpec:
     device: str = "auto"
     precision: str = "fp32"
     channels_last: bool | None = None
+    compile_mode: str = "eager"
     data_root: Path | None = None
     download: bool = False
     results_dir: Path = DEFAULT_RESULTS

@@ -256,6 +256,9 @@ def derive_seed(*parts: object) -> int:
 #: the precisions a user chooses from, and how cells record each
 PRECISIONS = ("fp32", "tf32", "bf16")
 ARITHMETIC = {"fp32": "fp32", "tf32": "tf32", "bf16": "bf16-autocast"}
+#: how the min-min surrogates run: eagerly, under ``torch.compile`` (inductor), or compiled and replayed as CUDA
+#: graphs (inductor's ``reduce-overhead`` mode; CUDA only)
+COMPILE_MODES = ("eager", "compile", "graphs")
 
 
 @dataclass
@@ -269,6 +272,9 @@ class Context:
     on CUDA strictly fp32, TF32 off for matmuls and convolutions), ``tf32`` (CUDA: TF32 tensor cores for
     matmuls and convolutions) or ``bf16`` (bf16 autocast of forward passes). :meth:`set_numerics` applies
     the process-wide TF32 switches; the engine calls it before any work.
+
+    ``compile_mode`` (:data:`COMPILE_MODES`) is how min-min surrogates run (:meth:`compiled`). Like
+    ``channels_last`` it changes the rounding, not the method, and is recorded in every cell, not in keys.
     """
 
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -278,11 +284,14 @@ class Context:
     progress: bool = True
     #: a training set whose images take more than this share of the device's memory is streamed (:meth:`place`)
     resident_share: float = RESIDENT_SHARE
+    compile_mode: str = "eager"
 
     def __post_init__(self) -> None:
         self.device = torch.device(self.device)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
         if self.channels_last is None:
             self.channels_last = self.device.type == "cuda"
 
@@ -328,6 +337,17 @@ class Context:
         """Move a model to the device (channels_last where enabled)."""
         model = model.to(self.device)
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def compiled(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` as ``compile_mode`` runs it: itself (``eager``), under ``torch.compile`` (``compile``), or
+        compiled in inductor's ``reduce-overhead`` mode, which replays each captured graph as one CUDA graph
+        (``graphs``). The wrapper shares the model's parameters; build optimisers on the model itself.
+
+        Measured in the speed suite on an H200 (ResNet-18, batch 128, bf16): SEM's generation step 166.9 ms
+        eager, 130.4 ms compiled, 70.5 ms with CUDA graphs (README "Speed")."""
+        if self.compile_mode == "eager":
+            return model
+        return torch.compile(model, mode="reduce-overhead" if self.compile_mode == "graphs" else None)
 
     def place(self, data: ImageSet) -> ImageSet:
         """``data`` where the engine keeps it: on the device, unless its images and a noise bank for them (2

@@ -254,6 +254,13 @@ class Alternation:
     #: the surrogate's training loss ``(model, protected_views, clean, y, cfg, generator)``, with ``clean`` the
     #: batch's un-augmented clean images in [0, 1]; None = :func:`surrogate_loss` on the protected views
     surrogate_loss: SurrogateLoss | None = None
+    #: the surrogate itself when ``model`` is its compiled wrapper (``Context.compile_mode``); None: ``model``
+    module: nn.Module | None = None
+
+    @property
+    def surrogate(self) -> nn.Module:
+        """The surrogate as an ordinary module (its robustness is measured on it, in eager mode)."""
+        return self.model if self.module is None else self.module
 
     def step(self, x_u8: Tensor, y: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """One generation step on a batch: re-optimise its noise, then one surrogate SGD step.
@@ -292,7 +299,9 @@ def start_alternation(
     g_noise, g_train = ctx.generator(tag, "noise"), ctx.generator(tag, "train")
     opt = make_optimizer(model, recipe)
     limit = forward_limit(cfg, ctx)
-    return Alternation(model, opt, recipe, cfg, objective, budget, ctx, g_noise, g_train, limit, surrogate_loss)
+    return Alternation(
+        ctx.compiled(model), opt, recipe, cfg, objective, budget, ctx, g_noise, g_train, limit, surrogate_loss, model
+    )
 
 
 def run_minmin(
@@ -328,7 +337,7 @@ def run_minmin(
         bar.close()
         if cfg.final_pass:
             final_pass(run.model, train, budget, ctx, cfg, objective, run.g_noise, out=bank, limit=run.limit)
-    meter.surrogate = run.model
+    meter.surrogate = run.surrogate
     meter.extra["views_per_forward"] = views_per_forward(run.limit, cfg.batch_size, cfg.samples, ctx.device)
     return bank
 

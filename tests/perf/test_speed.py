@@ -20,6 +20,7 @@ per-image Python loop over torchvision transforms.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -61,9 +62,9 @@ def _axis(variable: str, default: str, accepted: tuple[str, ...]) -> list[str]:
 
 #: arithmetic of forward and backward passes (Context.precision): fp32, tf32 (CUDA) or bf16 autocast
 PRECISION_AXIS = _axis("UEB_BENCH_PRECISION", "bf16" if ON_GPU else "fp32", PRECISIONS)
-#: ``compile``: the surrogate under torch.compile (``UEB_BENCH_COMPILE_BACKEND``, default inductor); ``graphs``: the
-#: same in inductor's ``reduce-overhead`` mode, which replays each graph as a CUDA graph (one launch for the kernels
-#: of a forward or backward pass; shapes are fixed within a step). With another backend ``graphs`` is ``compile``.
+#: ``compile``, ``graphs``: the surrogate as ``--compile`` runs it (``Context.compiled``: torch.compile, or inductor's
+#: ``reduce-overhead`` mode, which replays each graph as a CUDA graph); with another ``UEB_BENCH_COMPILE_BACKEND``
+#: than inductor (the dry run's aot_eager), both are plain torch.compile with that backend.
 COMPILE_AXIS = _axis("UEB_BENCH_COMPILE", "eager", ("eager", "compile", "graphs"))
 COMPILE_BACKEND = os.environ.get("UEB_BENCH_COMPILE_BACKEND", "inductor")
 
@@ -129,8 +130,10 @@ def test_minmin_step(
         run.step(batch.x, batch.y, 0)
     extra: dict[str, Any] = {}
     if mode != "eager":
-        graphs = mode == "graphs" and COMPILE_BACKEND == "inductor"
-        run.model = torch.compile(run.model, backend=COMPILE_BACKEND, **({"mode": "reduce-overhead"} if graphs else {}))
+        if COMPILE_BACKEND == "inductor":  # as the engine does it (--compile)
+            run.model = dataclasses.replace(ctx, compile_mode=mode).compiled(run.model)
+        else:
+            run.model = torch.compile(run.model, backend=COMPILE_BACKEND)
         _sync()
         start = time.perf_counter()
         run.step(batch.x, batch.y, 1)  # compiles every graph of the step (eval and train mode)
