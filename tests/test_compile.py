@@ -8,6 +8,7 @@ CUDA graphs themselves (``--compile graphs``) run only on a GPU; the speed suite
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ def _dirs(root: Path) -> list[str]:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="inductor on the CPU needs a C++ compiler")
 def test_a_compiled_surrogate_gives_the_eager_noise_up_to_rounding(tmp_path: Path) -> None:
     for mode in ("eager", "compile"):
         assert runner.main([*ARGS, "--compile", mode, *_dirs(tmp_path / mode)]) == 0
