@@ -266,8 +266,9 @@ def _reference_sem_step(
     opt.step()
 
 
-#: ours on the CPU: default layout, and channels_last (``Context.channels_last``, on by default only on CUDA)
-LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last"))
+#: ours on the CPU: default layout, channels_last (``Context.channels_last``, on by default only on CUDA), and
+#: channels_last with the surrogate under torch.compile (``--compile compile``; the warm-up rounds compile)
+LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last", "compiled"))
 
 
 @pytest.mark.timeout(0)  # at ResNet-18 on a 2-core CPU one round of the three steps takes minutes
@@ -282,7 +283,14 @@ def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) 
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     contenders["reference_style"] = lambda: _reference_sem_step(ref_model, ref_opt, batch.x, batch.y, sem)
     for layout in LAYOUT_AXIS:
-        ctx = Context(DEVICE, 0, "fp32", channels_last=layout == "channels_last" or ON_GPU, progress=False)
+        ctx = Context(
+            DEVICE,
+            0,
+            "fp32",
+            channels_last=layout != "default" or ON_GPU,
+            progress=False,
+            compile_mode="compile" if layout == "compiled" else "eager",
+        )
         ctx.set_numerics()
         run = start_alternation(batch, BUDGET, ctx, sem.config, sem.objective, "sem")
         contenders[f"ours_{layout}"] = lambda run=run: run.step(batch.x, batch.y, 1)
