@@ -32,10 +32,10 @@ import torch
 from benchmarks.cells import protect, train_cell
 from benchmarks.env import code_state
 from benchmarks.errors import UsageError
-from benchmarks.plan import Job, Plan
+from benchmarks.plan import Job, Plan, cuda_only
 from benchmarks.poisons import cached, generate
 from benchmarks.store import CellKey
-from benchmarks.types import Context, ImageSet, Poison
+from benchmarks.types import ImageSet, Poison
 
 log = logging.getLogger("uebench")
 
@@ -266,9 +266,11 @@ class RayExecutor(Executor):
         cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
         if device == "auto":
             device = torch.device("cuda" if gpus >= self.gpus else "cpu")
-            if plan.spec.precision == "tf32" and device.type != "cuda":
-                raise ExecutorError("--precision tf32 needs CUDA and the Ray cluster has no GPU: use fp32 or bf16")
-            plan.ctx = Context(device, precision=plan.spec.precision, progress=plan.ctx.progress)
+            if device.type != "cuda" and (needed := cuda_only(plan.spec)):
+                option, _, instead = needed[0]
+                raise ExecutorError(f"{option} needs CUDA and the Ray cluster has no GPU: use {instead}")
+            # the plan's context on the cluster's device (channels_last as asked: None is on for CUDA only)
+            plan.ctx = replace(plan.ctx, device=device, channels_last=plan.spec.channels_last)
         if plan.ctx.device.type == "cuda" and gpus < self.gpus:
             log.warning("the Ray cluster has %g GPUs now; tasks wait until %g is free (autoscaler?)", gpus, self.gpus)
         if cpus < self.cpus:

@@ -227,6 +227,17 @@ def build_defense(name: str, protocol: Protocol) -> Defense:
     return defense
 
 
+def cuda_only(spec: CampaignSpec) -> list[tuple[str, str, str]]:
+    """The options of ``spec`` that need CUDA: (option, why, what to use instead). ``make_plan`` refuses them on a
+    device without CUDA, and the Ray executor on a cluster without a GPU."""
+    out = []
+    if spec.precision == "tf32":
+        out.append(("--precision tf32", "TF32 tensor cores", "fp32 or bf16"))
+    if spec.compile_mode == "graphs":
+        out.append(("--compile graphs", "CUDA graphs", "eager or compile"))
+    return out
+
+
 def make_plan(spec: CampaignSpec) -> Plan:
     """Resolve and check every field of ``spec``; raises :class:`UsageError`, reads and writes nothing."""
     if spec.dataset not in DATASETS:
@@ -268,10 +279,14 @@ def make_plan(spec: CampaignSpec) -> Plan:
     radius = parse_radius(spec.radius, protocol.radius)
     if spec.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {spec.precision!r}")
+    if spec.compile_mode not in COMPILE_MODES:
+        raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {spec.compile_mode!r}")
     device = parse_device(spec.device, here=spec.executor == "local")
-    if spec.precision == "tf32" and device.type != "cuda" and (spec.executor == "local" or spec.device != "auto"):
-        # (a Ray cluster resolves --device auto when it connects, and refuses tf32 there without a GPU)
-        raise UsageError(f"--precision tf32 needs CUDA (TF32 tensor cores); the device is {device}: use fp32 or bf16")
+    needed = cuda_only(spec)
+    if needed and device.type != "cuda" and (spec.executor == "local" or spec.device != "auto"):
+        # (a Ray cluster resolves --device auto when it connects, and refuses these there without a GPU)
+        option, why, instead = needed[0]
+        raise UsageError(f"{option} needs CUDA ({why}); the device is {device}: use {instead}")
     if spec.precision == "bf16" and device.type == "cpu":
         log.warning(
             "--precision bf16 on the CPU: autocast to bf16 runs about 20x slower than fp32 on CPUs without native "
@@ -279,10 +294,6 @@ def make_plan(spec: CampaignSpec) -> Plan:
         )
     if spec.channels_last not in (None, True, False):
         raise UsageError(f"channels_last must be true, false or null (on for CUDA only), got {spec.channels_last!r}")
-    if spec.compile_mode not in COMPILE_MODES:
-        raise UsageError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {spec.compile_mode!r}")
-    if spec.compile_mode == "graphs" and device.type != "cuda" and (spec.executor == "local" or spec.device != "auto"):
-        raise UsageError(f"--compile graphs needs CUDA (CUDA graphs); the device is {device}: use eager or compile")
     workers = _workers(spec, device)
     ctx = Context(
         device,

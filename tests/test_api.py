@@ -46,6 +46,8 @@ def test_a_bad_spec_raises_usage_error_before_anything_is_written(tmp_path: Path
         ({"options": {"random": {"nope": 1}}}, "unknown option 'nope'"),
         ({"precision": "fp16"}, "--precision must be one of fp32, tf32, bf16"),
         ({"precision": "tf32", "device": "cpu"}, "--precision tf32 needs CUDA"),
+        ({"compile_mode": "jit"}, "--compile must be one of eager, compile, graphs"),
+        ({"compile_mode": "graphs", "device": "cpu"}, "--compile graphs needs CUDA"),
         ({"seeds": (-1,)}, "non-negative"),
         ({"victims": ("timm/not_a_model",)}, "is not a timm model"),
         ({"executor": "dask"}, "--executor must be local or ray"),

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from benchmarks import run as runner
-from benchmarks.executors import LocalExecutor, RayExecutor, make_executor
+from benchmarks.executors import ExecutorError, LocalExecutor, RayExecutor, make_executor
 from benchmarks.plan import make_plan
 from benchmarks.spec import CampaignSpec
 from benchmarks.store import ResultStore
@@ -119,6 +119,29 @@ def test_task_resources(ray_local) -> None:
     executor.close()
     assert ray_local.is_initialized()
     assert isinstance(make_executor("local", None, None, None), LocalExecutor)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"precision": "tf32"}, "--precision tf32 needs CUDA and the Ray cluster has no GPU: use fp32 or bf16"),
+        (
+            {"compile_mode": "graphs"},
+            "--compile graphs needs CUDA and the Ray cluster has no GPU: use eager or compile",
+        ),
+    ],
+)
+def test_a_cluster_without_a_gpu_refuses_what_needs_cuda(ray_local, fields: dict, message: str) -> None:
+    """With ``--device auto`` the plan leaves CUDA-only options to the cluster, which refuses them without a GPU;
+    otherwise the plan's context reaches the cluster whole (here: its compile mode)."""
+    spec = CampaignSpec(dataset="synthetic", preset="tiny", methods=("sc",), executor="ray", **fields)
+    with pytest.raises(ExecutorError, match=message):
+        RayExecutor().connect(make_plan(spec), "auto")
+    plan = make_plan(
+        CampaignSpec(dataset="synthetic", preset="tiny", methods=("sc",), executor="ray", compile_mode="compile")
+    )
+    RayExecutor().connect(plan, "auto")
+    assert plan.ctx.device.type == "cpu" and plan.ctx.compile_mode == "compile" and plan.ctx.channels_last is False
 
 
 def test_without_ray_installed_is_a_clear_error(tmp_path: Path, capsys, monkeypatch) -> None:
