@@ -47,6 +47,7 @@ from benchmarks.io import atomic_write_text
 from benchmarks.matrix import load_records
 from benchmarks.plan import load_data, make_plan
 from benchmarks.registry import METHODS
+from benchmarks.spec import DEFAULT_PRESET
 from benchmarks.train import evaluate
 from benchmarks.types import Context
 from methods._minmin import build_surrogate, final_pass
@@ -85,7 +86,12 @@ class Sizes:
 
 
 GPU = Sizes(
-    "cuda", "smoke", paper_generation_steps=100, paper_victim_steps=400, paper_eval_every=200, paper_final_batches=20
+    "cuda",
+    DEFAULT_PRESET,
+    paper_generation_steps=100,
+    paper_victim_steps=400,
+    paper_eval_every=200,
+    paper_final_batches=20,
 )
 DRY = Sizes(
     "cpu",

@@ -102,6 +102,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_bf16() -> str | None:
+    """The CPU's native bf16 arithmetic, which oneDNN's bf16 convolutions use: ``amx`` (AMX tiles), ``avx512_bf16``,
+    or None (bf16 is emulated: autocast to it is slower than fp32).
+
+    Measured, ResNet-18 forward + input gradient of 64 images at one thread: bf16 autocast 3.1x faster than fp32 on an
+    Intel Xeon with AMX (4.1x with channels_last); 20x slower on 2 AVX2 cores without it.
+    """
+    probes = (("amx", "_is_amx_tile_supported"), ("avx512_bf16", "_is_avx512_bf16_supported"))
+    for name, probe in probes:
+        supported = getattr(torch.cpu, probe, None)  # private in torch 2.x: absent means unknown, taken as no
+        if supported is not None and supported():
+            return name
+    return None
+
+
 def machine(env: dict[str, Any]) -> str:
     """The machine a cell's ``env`` names: its device and, on a CPU, the CPU's model (``cpu (1 threads), AMD EPYC``):
     the same seed moves between CPU models, and so does the time."""
@@ -142,6 +157,7 @@ def numerics(
     out: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the ISA of ATen's vectorised kernels
+        "cpu_bf16": cpu_bf16(),  # native bf16 units (what --precision bf16 costs on a CPU)
         "threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

@@ -62,13 +62,13 @@ def _main_variant(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
     sweep variants of the same method); several configs with that many seeds are refused."""
     seeds: dict[tuple[str, str], set[int]] = {}
     for r in rows:
-        seeds.setdefault((r["method_hash"], r.get("protocol_hash", "")), set()).add(r["seed"])
+        seeds.setdefault(_config(r), set()).add(r["seed"])
     most = max(len(s) for s in seeds.values())
     best = [h for h, s in seeds.items() if len(s) == most]
     if len(best) != 1:
         shown = sorted("/".join(filter(None, h)) for h in best)
         raise ResultsError(f"{name}: several configs (method/protocol) {shown} on {most} seeds each; one expected")
-    return [r for r in rows if (r["method_hash"], r.get("protocol_hash", "")) == best[0]]
+    return [r for r in rows if _config(r) == best[0]]
 
 
 def _ok(records: Sequence[dict[str, Any]], only: Sequence[str], allow_dirty: bool, where: str) -> list[dict]:
@@ -91,8 +91,17 @@ def _by_cell(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
-def _series(rows: Sequence[dict[str, Any]], method_hash: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r["metrics"]["final_acc"]) for r in rows if r["method_hash"] == method_hash}
+def _config(record: dict[str, Any]) -> tuple[str, str]:
+    """What makes two cells the same measurement: the method's config and the protocol's (recipe, defense, slices)."""
+    return record["method_hash"], record.get("protocol_hash", "")
+
+
+def _of(record: dict[str, Any], campaign: Mapping[str, Any]) -> bool:
+    return all(record[field] == value for field, value in campaign.items())
+
+
+def _series(rows: Sequence[dict[str, Any]], config: tuple[str, str]) -> dict[int, float]:
+    return {int(r["seed"]): float(r["metrics"]["final_acc"]) for r in rows if _config(r) == config}
 
 
 def new_draw(samples: Sequence[float], seeds: Sequence[int], alpha: float) -> dict[str, Any]:
@@ -148,17 +157,21 @@ def build(
         values = {r[field] for r in ok}
         if len(values) != 1:
             raise ResultsError(f"cells span several {field}s {sorted(values)}; pass one campaign's results")
+    campaign = {field: ok[0][field] for field in ("dataset", "preset", "victim")}
+    # a machine's folder may hold other protocols' cells too (smoke and smoke-600 share their noise, hence their
+    # method hashes): only the reference's campaign is compared, and below only the same method and protocol configs
     other = {
-        name: _by_cell(_ok(rows, only, allow_dirty, f"--machine {name}")) for name, rows in (machines or {}).items()
+        name: _by_cell([r for r in _ok(rows, only, allow_dirty, f"--machine {name}") if _of(r, campaign)])
+        for name, rows in (machines or {}).items()
     }
     groups = {name: _main_variant(name, rows) for name, rows in sorted(_by_cell(ok).items())}
     alpha = family_alpha / len(groups)
     runs: dict[str, dict[str, dict[int, float]]] = {}  # cell -> machine -> seed -> accuracy
     for name, rows in groups.items():
-        mhash = rows[0]["method_hash"]
-        runs[name] = {REFERENCE: _series(rows, mhash)}
+        config = _config(rows[0])
+        runs[name] = {REFERENCE: _series(rows, config)}
         for machine, cells in other.items():
-            series = _series(cells.get(name, []), mhash)
+            series = _series(cells.get(name, []), config)
             if series:
                 runs[name][machine] = series
     # the statistic of every run: cell -> statistic -> machine -> seed -> value

@@ -71,7 +71,7 @@ def build_parser(prog: str = "python -m benchmarks.run") -> argparse.ArgumentPar
         "--preset",
         default=DEFAULT_PRESET,
         help=f"{DEFAULT_PRESET} (CPU minutes, the protocol study's choice), paper (the reference protocol), smoke "
-        "(the regression tier's), tiny (plumbing) or another study candidate smoke-*",
+        "(the first campaign's), tiny (plumbing) or another study candidate smoke-*",
     )
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of victims, data order and noise")
     p.add_argument("--radius", default=None, help="noise budget rho_u in 1/255 units (default: the preset's, 8)")

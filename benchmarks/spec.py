@@ -24,7 +24,7 @@ from typing import Any
 DEFAULT_METHODS = ("em", "sc", "random")
 #: the embedded default protocol: the candidate the protocol study chose by its validity criteria (results/
 #: protocol-study.md; README "Protocols"): smoke's design with the victims trained 600 steps. The regression tier
-#: keeps the ``smoke`` preset its expected numbers were measured on.
+#: tests it (results/expected/smoke-600-fashion-mnist.json) beside smoke's file.
 DEFAULT_PRESET = "smoke-600"
 DEFAULT_RESULTS = Path("results/cells")
 DEFAULT_CACHE = Path(os.environ.get("UEB_CACHE", Path.home() / ".cache" / "uebench" / "noise"))

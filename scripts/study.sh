@@ -21,6 +21,9 @@ run --preset smoke-r16 --methods em rem sem --defense none at8 --seeds 0 1 2 3 4
 #    augmentation defenses, seeds 0-4; random noise and SC beside them
 run --preset smoke-600 --methods em rem sem tap --defense none at1 at2 at4 crop-flip cutout mixup cutmix --seeds 0 1 2 3 4
 run --preset smoke-600 --methods random sc --defense none at1 at2 at4 crop-flip cutout mixup cutmix --seeds 0 1 2 3 4
+run --preset smoke-600 --methods ar ops cuda --defense none at1 at2 at4 crop-flip cutout mixup cutmix --seeds 0 1 2 3 4
+run --preset smoke-600 --methods em-cw asr hypo ntga --defense none at4 at1 at2 crop-flip cutout mixup cutmix \
+    --seeds 0 1 2 3 4
 # 4. poison variants of the correlation study (seed 0, at4): 12 with EM, REM, SEM and TAP
 run --preset smoke-600 --methods asr em-cw hypo --defense at4 --seeds 0
 run --preset smoke-600 --methods sem --defense at4 --seeds 0 --sweep sem.sample_radius=0,2,6
@@ -32,7 +35,28 @@ for spec in "smoke-600 at4" "smoke-r16 at8"; do
   "$PY" -m benchmarks.run --preset "$preset" --methods em rem sem --defense none "$at" --workers auto --no-progress \
       --cache-dir "$CACHE-quiet-$preset" --results-dir results/study/quiet
 done
-# 6. what is derived
+# 6. the regression tier's cells (every method under none; clean, SEM and REM under at4) re-measured on seed 0
+#    under three emulated machines, each from its own noise cache: ATen's kernels without vectorisation and oneDNN
+#    limited to SSE4.1 (one thread each, two processes side by side), and two threads (one process); the reference
+#    runs are the campaign's, one thread each
+METHODS=(em em-cw sc random tap sem rem asr hypo ntga ar ops cuda)
+emulate() {  # NAME WORKERS VARIABLE=VALUE...
+  local name=$1 workers=$2
+  shift 2
+  for part in "--methods ${METHODS[*]} --defense none" "--methods sem rem --defense at4"; do
+    # shellcheck disable=SC2086  # $part is a list of arguments
+    env "$@" "$PY" -m benchmarks.run --preset smoke-600 --seeds 0 --no-progress --workers "$workers" $part \
+        --results-dir "results/machines/$name" --cache-dir "$CACHE-$name"
+  done
+}
+emulate aten-default-1t 2 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
+emulate onednn-sse41-1t 2 OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=SSE41
+emulate two-threads 1 OMP_NUM_THREADS=2
+# 7. what is derived
+"$PY" -m benchmarks.expected --results-dir results/study/cells/fashion-mnist/smoke-600 --name smoke-600-fashion-mnist \
+      --only '*/none' 'clean/at4' 'sem/at4' 'rem/at4' \
+      --machine aten-default-1t=results/machines/aten-default-1t --machine onednn-sse41-1t=results/machines/onednn-sse41-1t \
+      --machine two-threads=results/machines/two-threads --command "bash scripts/study.sh (steps 3 and 6)"
 "$PY" -m benchmarks.study --presets smoke smoke-r16 smoke-600 smoke-6k smoke-aug smoke-32 smoke-resnet \
       --results-dir results/cells results/study/cells --timing-dir results/study/quiet
 "$PY" -m analysis.claims --results-dir results/study/cells

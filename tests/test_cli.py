@@ -130,16 +130,21 @@ def test_a_cell_of_another_protocol_is_a_new_cell(tmp_path, capsys, monkeypatch,
     assert len({name.split("__")[2] for name in after}) == 2  # at1-<hash>: two protocol hashes
 
 
-def test_precision_is_part_of_the_key(tmp_path, caplog) -> None:
+def test_precision_is_part_of_the_key(tmp_path, caplog, monkeypatch) -> None:
     """fp32 is the default on every device; bf16 is another cell (protocol hash) and another poison (cache key),
-    and on the CPU a warned-about choice; tf32 is refused off CUDA before anything is written."""
+    and on a CPU without native bf16 a warned-about choice; tf32 is refused off CUDA before anything is written."""
     args = [*FAST, "--methods", "em", "--no-clean", "--defense", "none", "--set", "em.steps=2"]
     assert _run(tmp_path, *args) == 0
     assert _run(tmp_path, *args, "--precision", "fp32") == 0  # the default: the same cell, nothing redone
     assert len(list((tmp_path / "res").rglob("*.json"))) == 1
+    monkeypatch.setattr("benchmarks.plan.cpu_bf16", lambda: "amx")  # native bf16: nothing to warn about
     with caplog.at_level("WARNING"):
         assert _run(tmp_path, *args, "--precision", "bf16") == 0
-    assert "--precision bf16 on the CPU" in caplog.text
+    assert "--precision bf16 on the CPU" not in caplog.text
+    monkeypatch.setattr("benchmarks.plan.cpu_bf16", lambda: None)
+    with caplog.at_level("WARNING"):
+        assert _run(tmp_path, *args, "--precision", "bf16") == 0  # the same cell: resumed, but warned first
+    assert "--precision bf16 on the CPU: this CPU has no native bf16" in caplog.text
     cells = sorted((json.loads(p.read_text()) for p in (tmp_path / "res").rglob("*.json")), key=lambda r: r["cell_id"])
     assert sorted(c["env"]["numerics"]["precision"] for c in cells) == ["bf16-autocast", "fp32"]
     assert len({c["protocol_hash"] for c in cells}) == 2

@@ -14,7 +14,9 @@ from benchmarks import env
 
 def test_numerics_name_the_kernels_threads_and_precision(monkeypatch) -> None:
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    for name in env.NUMERICS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     out = env.environment(torch.device("cpu"), "fp32")
     num = out["numerics"]
     assert num["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -25,6 +27,21 @@ def test_numerics_name_the_kernels_threads_and_precision(monkeypatch) -> None:
     assert num["deterministic_algorithms"] is False
     assert "gpu" not in num  # CUDA fields only on a GPU
     assert out["device"] == f"cpu ({torch.get_num_threads()} threads)"
+    assert num["cpu_bf16"] == env.cpu_bf16() and num["cpu_bf16"] in {"amx", "avx512_bf16", None}
+
+
+def test_native_bf16_is_read_from_the_cpu_and_unknown_means_none(monkeypatch) -> None:
+    flags = {"amx": False, "avx512_bf16": False}
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: flags["amx"], raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: flags["avx512_bf16"], raising=False)
+    assert env.cpu_bf16() is None
+    flags["avx512_bf16"] = True
+    assert env.cpu_bf16() == "avx512_bf16"
+    flags["amx"] = True
+    assert env.cpu_bf16() == "amx"
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # a torch without the probes
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    assert env.cpu_bf16() is None
 
 
 def _git(repo: Path, *args: str) -> None:

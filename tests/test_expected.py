@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from scipy import stats as st
 
-from benchmarks import expected
+from benchmarks import expected, validate
 from benchmarks.matrix import load_records
 from tests._cells import write_cell
 
@@ -65,6 +65,19 @@ def test_machines_join_the_sample_and_their_spread_is_reported(tmp_path: Path) -
     assert em["candidates"]["accuracy, new draw"]["n"] == 7
     pooled = [*EM, EM[0] + 0.02, EM[1] + 0.02]
     assert em["candidates"]["accuracy, new draw"]["centers"]["0"] == pytest.approx(sum(pooled) / 7, abs=1e-6)
+
+
+def test_a_machine_folder_joins_only_the_reference_campaign_and_its_configs(tmp_path: Path) -> None:
+    """smoke and smoke-600 share their noise, hence their method hashes: a machine folder that holds both protocols'
+    cells must not put smoke's accuracies into smoke-600's cells; nor may a cell of another protocol config."""
+    ref = load_records(_campaign(tmp_path / "ref"))
+    other = _campaign(tmp_path / "other", shift=0.02, seeds=range(1))
+    write_cell(other, "em", "e0000000", preset="smoke-600", seed=1, final_acc=0.1, env={"dirty": False})
+    write_cell(other, "em", "e0000000", protocol_hash="ffff0000", seed=2, final_acc=0.1, env={"dirty": False})
+    doc = expected.build(ref, "cmd", machines={"two-threads": load_records(other)})
+    em = doc["cells"]["em/none"]
+    assert em["machines"]["two-threads"] == {"0": pytest.approx(EM[0] + 0.02)}
+    assert em["candidates"]["accuracy, new draw"]["n"] == 6
 
 
 def test_same_seed_model_centers_on_the_seed_and_pools_machine_deviations(tmp_path: Path) -> None:
@@ -158,3 +171,20 @@ def test_report_is_a_markdown_table_of_every_cell(tmp_path: Path, capsys) -> Non
     assert "| em/none | 53.00 ± " in out and "0: 54.00" in out and "2.00 pp" in out
     assert expected.main(["--report", str(tmp_path / "missing.json")]) == 2
     assert expected.main(["--name", "x"]) == 2
+
+
+def test_validate_finds_each_expected_value_in_any_results_directory(tmp_path: Path) -> None:
+    """The committed cells live in two directories (the campaign's and the study's), and a cell of the second may
+    replace the same cell of the first for the tables (``uebench validate`` reads them all); the expected file must
+    still be found to match its cells."""
+    first = _campaign(tmp_path / "cells")
+    doc = expected.build(load_records(first), "cmd")
+    (tmp_path / "expected").mkdir()
+    (tmp_path / "expected" / "x.json").write_text(json.dumps(doc))
+    second = tmp_path / "study"
+    write_cell(second, "em", "e0000000", seed=2, final_acc=0.99, env={"dirty": False})  # the same cell, re-measured
+    both = [*load_records(first), *load_records(second)]
+    assert validate.check_expected(tmp_path / "expected", both) == []
+    problems = validate.check_expected(tmp_path / "expected", load_records(second))  # only the re-measured value
+    assert any("em/none seed 2: 0.53 != the cells' [0.99]" in p for p in problems)
+    assert any("em/none seed 0: no ok results cell" in p for p in problems)

@@ -17,6 +17,7 @@ from analysis import gpu_check, gpu_summary
 from benchmarks.data import DEBIAN_FASHION_MNIST
 from benchmarks.expected import EXPECTED_DIR
 from benchmarks.io import atomic_write_text
+from benchmarks.spec import DEFAULT_PRESET
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
@@ -195,11 +196,12 @@ def test_the_test_step_writes_outcomes_and_stops_pytest_at_its_deadline(
 
 
 def test_cells_are_compared_with_the_expected_numbers_of_their_protocol() -> None:
-    doc = json.loads((REPO / EXPECTED_DIR / "smoke-fashion-mnist.json").read_text())
-    assert doc["schema"] == 2
+    doc = json.loads((REPO / EXPECTED_DIR / f"{DEFAULT_PRESET}-fashion-mnist.json").read_text())
+    assert doc["schema"] == 2 and gpu_check.GPU.e2e_preset == DEFAULT_PRESET  # the GPU's end-to-end run is compared
     entry, clean = doc["cells"]["sem/at4"], doc["cells"]["clean/at4"]
     seed = doc["rerun_seeds"][0]
-    base = {"dataset": "fashion-mnist", "preset": "smoke", "victim": "tiny_cnn", "defense": "at4", "status": "ok"}
+    base = {"dataset": "fashion-mnist", "preset": DEFAULT_PRESET, "victim": "tiny_cnn", "defense": "at4"}
+    base["status"] = "ok"
 
     def at_center(name: str) -> float:  # the accuracy at the center of the cell's tolerance (clean at its center)
         center = doc["cells"][name]["tolerance"]["centers"][str(seed)]

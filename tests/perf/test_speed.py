@@ -266,9 +266,11 @@ def _reference_sem_step(
     opt.step()
 
 
-#: ours on the CPU: default layout, channels_last (``Context.channels_last``, on by default only on CUDA), and
-#: channels_last with the surrogate under torch.compile (``--compile compile``; the warm-up rounds compile)
-LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last", "compiled"))
+#: ours on the CPU: default layout, channels_last (``Context.channels_last``, on by default only on CUDA),
+#: channels_last with the surrogate under torch.compile (``--compile compile``; the warm-up rounds compile), and
+#: channels_last under bf16 autocast (``--precision bf16``: other numerics, another cell; fast only on a CPU with
+#: native bf16, ``env.cpu_bf16``)
+LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last", "compiled", "bf16"))
 
 
 @pytest.mark.timeout(0)  # at ResNet-18 on a 2-core CPU one round of the three steps takes minutes
@@ -286,7 +288,7 @@ def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) 
         ctx = Context(
             DEVICE,
             0,
-            "fp32",
+            "bf16" if layout == "bf16" else "fp32",
             channels_last=layout != "default" or ON_GPU,
             progress=False,
             compile_mode="compile" if layout == "compiled" else "eager",
