@@ -100,9 +100,9 @@ def build_parser(prog: str) -> Parser:
         "--results-dir",
         type=Path,
         nargs="+",
-        default=list(DEFAULT_RESULTS),
+        default=None,
         help="results cells: one directory or several, read together (a cell in a later one replaces the same cell "
-        "of an earlier one; default: the committed ones)",
+        "of an earlier one; default: those of results/cells and results/study/cells that exist)",
     )
     p.add_argument("--expected-dir", type=Path, default=DEFAULT_EXPECTED, help="expected numbers ('' to skip)")
     p.add_argument("--preset", default=None, help="also print this preset's validity criteria (e.g. smoke)")
@@ -113,6 +113,8 @@ def build_parser(prog: str) -> Parser:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m benchmarks.validate") -> int:
     try:
         args = build_parser(prog).parse_args(argv)
+        if args.results_dir is None:  # a campaign of one's own has no study folder: read what is there
+            args.results_dir = [root for root in DEFAULT_RESULTS if root.is_dir()] or [DEFAULT_RESULTS[0]]
         for root in args.results_dir:
             if not root.is_dir():
                 raise UsageError(f"--results-dir {root} is not a directory")

@@ -188,3 +188,14 @@ def test_validate_finds_each_expected_value_in_any_results_directory(tmp_path: P
     problems = validate.check_expected(tmp_path / "expected", load_records(second))  # only the re-measured value
     assert any("em/none seed 2: 0.53 != the cells' [0.99]" in p for p in problems)
     assert any("em/none seed 0: no ok results cell" in p for p in problems)
+
+
+def test_validate_reads_the_default_folders_that_exist(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A campaign of one's own has results/cells and no study folder: the default reads what is there; with neither,
+    the error names results/cells."""
+    monkeypatch.chdir(tmp_path)
+    assert validate.main([]) == 2
+    assert "--results-dir results/cells is not a directory" in capsys.readouterr().err
+    (tmp_path / "results" / "cells").mkdir(parents=True)
+    assert validate.main([]) == 0
+    assert "0 valid cells under results/cells;" in capsys.readouterr().out

@@ -34,7 +34,8 @@ from benchmarks.plugins import load_plugins
 from benchmarks.registry import METHODS
 from benchmarks.spec import DEFAULT_PRESET
 
-EXPECTED = sorted((Path(__file__).parent.parent / "results" / "expected").glob("*.json"))
+EXPECTED_ROOT = Path(__file__).parent.parent / "results" / "expected"
+EXPECTED = sorted(EXPECTED_ROOT.glob("*.json"))
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -132,8 +133,8 @@ def test_protection_numbers_hold(path: Path, smoke_runs: Path) -> None:
 #: the regression tier's files (README "Regression tests of protection numbers"): the embedded default protocol's,
 #: every method; and smoke's, whose 300-step victims a machine moves less under at4 (SEM: up to 2.8 points on one
 #: seed, against 4.7 on smoke-600), so that only its tolerance of SEM under at4 is tight enough to catch a weakened SEM
-DEFAULT = Path(__file__).parent.parent / "results" / "expected" / f"{DEFAULT_PRESET}-fashion-mnist.json"
-SMOKE = Path(__file__).parent.parent / "results" / "expected" / "smoke-fashion-mnist.json"
+DEFAULT = EXPECTED_ROOT / f"{DEFAULT_PRESET}-fashion-mnist.json"
+SMOKE = EXPECTED_ROOT / "smoke-fashion-mnist.json"
 
 
 def test_the_regression_tier_covers_every_method_on_the_default_protocol() -> None:
