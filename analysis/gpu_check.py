@@ -2,7 +2,7 @@
 
     python -m analysis.gpu_check env --out DIR [--dry]
     python -m analysis.gpu_check tests --out DIR --scratch DIR [--dry] -- PYTEST_ARGUMENTS...
-    python -m analysis.gpu_check e2e --out DIR --scratch DIR [--data-root DIR] [--dry]
+    python -m analysis.gpu_check e2e --out DIR --scratch DIR [--data-root DIR] [--compiled] [--dry]
     python -m analysis.gpu_check paper-short --out DIR --scratch DIR [--data-root DIR] [--dry]
 
 Each command writes one JSON file into ``--out`` (see :data:`FILES`), the measurement ones after every
@@ -75,6 +75,7 @@ class Sizes:
 
     device: str
     e2e_preset: str  # the end-to-end run's preset
+    e2e_compile: str  # its --compile mode under --compiled (the dry run's CPU has no CUDA graphs)
     paper_generation_steps: int  # SEM generation steps of the shortened paper protocol
     paper_victim_steps: int  # victim SGD steps of each of its cells
     paper_eval_every: int
@@ -88,6 +89,7 @@ class Sizes:
 GPU = Sizes(
     "cuda",
     DEFAULT_PRESET,
+    "graphs",
     paper_generation_steps=100,
     paper_victim_steps=400,
     paper_eval_every=200,
@@ -96,6 +98,7 @@ GPU = Sizes(
 DRY = Sizes(
     "cpu",
     "tiny",
+    "compile",
     paper_generation_steps=2,
     paper_victim_steps=4,
     paper_eval_every=2,
@@ -288,6 +291,7 @@ def cell_summary(record: dict[str, Any]) -> dict[str, Any]:
         "generation_steps": generation.get("steps"),
         "device": record["env"].get("device"),
         "precision": record["env"].get("numerics", {}).get("precision"),
+        "compile": record["env"].get("numerics", {}).get("compile"),
     }
 
 
@@ -331,12 +335,20 @@ def compare_expected(records: Sequence[dict[str, Any]], directory: Path = REPO /
     return out
 
 
-def e2e(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) -> int:
-    """The runner's main job on the device, in this process: ``--methods em sem --defense none at4``."""
+def e2e(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes, compiled: bool = False) -> int:
+    """The runner's main job on the device, in this process: ``--methods em sem --defense none at4``.
+
+    ``compiled``: the same job with ``--compile`` (:attr:`Sizes.e2e_compile`: CUDA graphs on the GPU) and its own
+    noise cache, so the surrogates are trained and the noise generated compiled; written to ``e2e_compiled.json``
+    with each cell's accuracy next to the eager run's where ``e2e.json`` holds it (the same seed: the two differ
+    by the compiled kernels' rounding only)."""
+    mode = sizes.e2e_compile if compiled else "eager"
+    tag = "e2e" if mode == "eager" else "e2e-compiled"
     argv = [
         "--methods", *E2E_METHODS, "--defense", *E2E_DEFENSES, "--seeds", "0", "--preset", sizes.e2e_preset,
-        "--device", sizes.device, "--no-progress", "--results-dir", str(scratch / "e2e-cells"),
-        "--cache-dir", str(scratch / "e2e-cache"), *_data_args(data_root),
+        "--device", sizes.device, "--no-progress", "--results-dir", str(scratch / f"{tag}-cells"),
+        "--cache-dir", str(scratch / f"{tag}-cache"), *_data_args(data_root),
+        *(["--compile", mode] if mode != "eager" else []),
     ]  # fmt: skip
     device = torch.device(sizes.device)
     _reset_peak(device)
@@ -344,21 +356,47 @@ def e2e(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes) -> int:
     code = runner.main(argv)
     _sync(device)
     wall = time.perf_counter() - start
-    records = load_records(scratch / "e2e-cells") if (scratch / "e2e-cells").is_dir() else []
-    write_json(
-        out / FILES["e2e"],
-        {
-            "command": shlex.join(["python", "-m", "benchmarks.run", *argv]),
-            "exit_code": code,
-            "wall_s": wall,
-            "device": device_name(device),
-            **memory(device),
-            "cells": [cell_summary(r) for r in records],
-            "expected": compare_expected(records),
-        },
-    )
+    records = load_records(scratch / f"{tag}-cells") if (scratch / f"{tag}-cells").is_dir() else []
+    doc: dict[str, Any] = {
+        "command": shlex.join(["python", "-m", "benchmarks.run", *argv]),
+        "exit_code": code,
+        "wall_s": wall,
+        "device": device_name(device),
+        "compile": mode,
+        **memory(device),
+        "cells": [cell_summary(r) for r in records],
+        "expected": compare_expected(records),
+    }
+    if compiled:
+        doc["against_eager"] = against_eager(doc["cells"], out / FILES["e2e"])
+    write_json(out / FILES["e2e_compiled" if compiled else "e2e"], doc)
     cells = (len(E2E_METHODS) + 1) * len(E2E_DEFENSES)  # with the clean baseline
     return 0 if code == 0 and len(records) == cells else 1
+
+
+def against_eager(cells: Sequence[dict[str, Any]], eager_file: Path) -> list[dict[str, Any]]:
+    """Each compiled cell's final accuracy beside the eager run's of the same cell and seed (``eager_file``, the
+    e2e step's file; empty where it is missing or unreadable)."""
+    try:
+        eager = {(c["cell"], c["seed"]): c for c in json.loads(eager_file.read_text())["cells"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    out = []
+    for c in cells:
+        e = eager.get((c["cell"], c["seed"]))
+        if e is not None and c["final_acc"] is not None and e["final_acc"] is not None:
+            out.append(
+                {
+                    "cell": c["cell"],
+                    "seed": c["seed"],
+                    "compiled": c["final_acc"],
+                    "eager": e["final_acc"],
+                    "difference": c["final_acc"] - e["final_acc"],
+                    "generate_s": c["generate_s"],
+                    "eager_generate_s": e["generate_s"],
+                }
+            )
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ paper-short
@@ -527,6 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--scratch", type=Path, required=True, help="folder for what does not come back")
         if name in ("e2e", "paper-short"):
             sub.add_argument("--data-root", type=Path, default=None, help="Fashion-MNIST folder (runner --data-root)")
+        if name == "e2e":
+            sub.add_argument(
+                "--compiled", action="store_true", help="with --compile (CUDA graphs; the dry run: torch.compile)"
+            )
         if name == "tests":
             sub.add_argument("pytest_args", nargs=argparse.REMAINDER, help="arguments of pytest, after --")
     return p
@@ -552,7 +594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pytest_args = args.pytest_args[1:] if args.pytest_args[:1] == ["--"] else args.pytest_args
         return run_tests(args.out, args.scratch, pytest_args, args.dry, step_deadline())
     if args.command == "e2e":
-        return e2e(args.out, args.scratch, args.data_root, sizes)
+        return e2e(args.out, args.scratch, args.data_root, sizes, args.compiled)
     return paper_short(args.out, args.scratch, args.data_root, sizes)
 
 

@@ -24,6 +24,7 @@ FILES = {
     "gpu_tests": "gpu_tests.json",
     "speed": "speed.json",
     "e2e": "e2e.json",
+    "e2e_compiled": "e2e_compiled.json",
     "paper_short": "paper_short.json",
     "speed_compile": "speed.json",
     "summary": "SUMMARY.md",
@@ -195,6 +196,7 @@ def e2e_section(doc: dict[str, Any]) -> str:
         f"allocated {num(doc['peak_memory_allocated_bytes'], '.2f', ' GiB', 1 / GIB)} (reserved "
         f"{num(doc['peak_memory_reserved_bytes'], '.2f', ' GiB', 1 / GIB)}), peak RSS "
         f"{num(doc['peak_rss_bytes'], '.2f', ' GiB', 1 / GIB)}, {doc['device']}"
+        + (f", compiled: `--compile {doc['compile']}`" if doc.get("compile", "eager") != "eager" else "")
     )
     rows = [
         (
@@ -222,6 +224,20 @@ def e2e_section(doc: dict[str, Any]) -> str:
         ]
         text += "\n\nAgainst `results/expected` (measured elsewhere; information, not a test):\n\n"
         text += table(["cell", "here", "expected mean", "expected on", "within the test's tolerance"], ref)
+    if doc.get("against_eager"):
+        rows = [
+            (
+                a["cell"],
+                pct(a["compiled"]),
+                pct(a["eager"]),
+                num(100 * a["difference"], "+.2f", " points"),
+                num(a["generate_s"], ".1f", " s"),
+                num(a["eager_generate_s"], ".1f", " s"),
+            )
+            for a in doc["against_eager"]
+        ]
+        text += "\n\nAgainst the eager run of the same cells and seed (e2e.json):\n\n"
+        text += table(["cell", "compiled", "eager", "difference", "generation", "eager generation"], rows)
     return text
 
 
@@ -306,6 +322,12 @@ def summary(out: Path, dry: bool = False) -> str:
         _section("GPU test tier (pytest -m gpu)", _load(out, FILES["gpu_tests"]), tests_section, missing("gpu_tests")),
         _section("Generation step speed", _load(out, FILES["speed"]), speed_section, missing("speed")),
         _section("End-to-end run (the runner's main job)", _load(out, FILES["e2e"]), e2e_section, missing("e2e")),
+        _section(
+            "End-to-end run, compiled (--compile)",
+            _load(out, FILES["e2e_compiled"]),
+            e2e_section,
+            missing("e2e_compiled"),
+        ),
         _section("Shortened paper protocol", _load(out, FILES["paper_short"]), paper_section, missing("paper_short")),
     ]
     return "\n".join(parts)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: environment, the gpu test tier, the speed of one generation step (fp32 and bf16 autocast,
-# eager, then compiled), an end-to-end smoke run and a shortened paper protocol on CUDA, within a hard time
-# budget. Writes at most 8 files into one folder: env.json gpu_tests.json speed.json e2e.json
-# paper_short.json steps.json log.txt SUMMARY.md.
+# eager, then compiled), an end-to-end run of the default protocol (eager, then with --compile graphs) and a
+# shortened paper protocol on CUDA, within a hard time budget. Writes at most 9 files into one folder: env.json
+# gpu_tests.json speed.json e2e.json e2e_compiled.json paper_short.json steps.json log.txt SUMMARY.md.
 #
 #   bash scripts/gpu_check.sh [--dry]
 #
@@ -16,7 +16,7 @@
 #
 # Environment: UEB_GPU_OUT (output folder; default results/gpu/<device>/, dry /tmp/gpu-dry),
 # UEB_GPU_BUDGET_S (seconds for everything, default 450), UEB_GPU_STEPS (the steps to run, default all:
-# env gpu_tests speed e2e paper_short speed_compile), UEB_GPU_DATA (Fashion-MNIST folder, default
+# env gpu_tests speed e2e paper_short e2e_compiled speed_compile), UEB_GPU_DATA (Fashion-MNIST folder, default
 # .data/fashion-mnist; the loader falls back to /usr/share/datasets/fashion-mnist), UEB_PYTHON (interpreter;
 # default .venv/bin/python where it exists, else python3).
 # Every step runs under `timeout`, cut to what is left of the budget; a step that fails or runs out of
@@ -48,7 +48,7 @@ else
 fi
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
-for f in env.json gpu_tests.json speed.json e2e.json paper_short.json steps.json log.txt SUMMARY.md; do
+for f in env.json gpu_tests.json speed.json e2e.json e2e_compiled.json paper_short.json steps.json log.txt SUMMARY.md; do
   rm -f "$OUT/$f"  # the speed suite merges into speed.json: start from nothing
 done
 SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/uebench-gpu-check.XXXXXX")
@@ -58,7 +58,7 @@ DATA=${UEB_GPU_DATA:-.data/fashion-mnist}
 LOG=$OUT/log.txt
 BUDGET=${UEB_GPU_BUDGET_S:-450}
 RESERVE=20  # seconds kept for the summary
-SELECTED=" $(echo "${UEB_GPU_STEPS:-env gpu_tests speed e2e paper_short speed_compile}" | tr ',' ' ') "
+SELECTED=" $(echo "${UEB_GPU_STEPS:-env gpu_tests speed e2e paper_short e2e_compiled speed_compile}" | tr ',' ' ') "
 
 if [ $DRY = 1 ]; then
   MODE=(--dry)
@@ -119,6 +119,10 @@ step speed 180 env "${BENCH[@]}" UEB_BENCH_PRECISION=fp32,tf32,bf16 UEB_BENCH_CO
   UEB_BENCH_JSON="$OUT/speed.json" "$PY" "${SPEED[@]}" -k test_minmin_step
 step e2e 150 "$PY" -m analysis.gpu_check e2e --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" "${MODE[@]}"
 step paper_short 180 "$PY" -m analysis.gpu_check paper-short --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" \
+  "${MODE[@]}"
+# the runner's job again with the surrogates compiled (--compile graphs; the dry run: --compile compile), beside the
+# eager cells of the e2e step
+step e2e_compiled 150 "$PY" -m analysis.gpu_check e2e --compiled --out "$OUT" --scratch "$SCRATCH" --data-root "$DATA" \
   "${MODE[@]}"
 # last: torch.compile of the surrogate (plain, and with CUDA graphs) may take minutes; it gets what is left of the
 # budget, at most 150 s

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ OUTPUT_FILES = {
     "gpu_tests.json",
     "speed.json",
     "e2e.json",
+    "e2e_compiled.json",
     "paper_short.json",
     "steps.json",
     "log.txt",
@@ -96,7 +98,8 @@ def test_the_whole_dry_run_writes_every_file_and_every_step_is_ok(tmp_path: Path
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert {p.name for p in out.iterdir()} == OUTPUT_FILES
     steps = _steps(out)
-    assert list(steps) == ["env", "gpu_tests", "speed", "e2e", "paper_short", "speed_compile", "summary"]
+    order = ["env", "gpu_tests", "speed", "e2e", "paper_short", "e2e_compiled", "speed_compile", "summary"]
+    assert list(steps) == order
     assert all(s["status"] == "ok" for s in steps.values()), steps
     speed = json.loads((out / "speed.json").read_text())
     assert set(speed) == {f"{m}/{p}" for m in ("em", "rem", "sem") for p in ("fp32", "tf32", "bf16")} | {
@@ -111,6 +114,7 @@ def test_the_whole_dry_run_writes_every_file_and_every_step_is_ok(tmp_path: Path
         "## GPU test tier (pytest -m gpu)",
         "## Generation step speed",
         "## End-to-end run (the runner's main job)",
+        "## End-to-end run, compiled (--compile)",
         "## Shortened paper protocol",
     ]
     assert "was not written" not in summary and "incomplete" not in summary
@@ -261,6 +265,20 @@ def test_the_dry_e2e_and_paper_steps_write_their_numbers_and_the_summary_renders
         f"{m}/{d}" for m in ("clean", "em", "sem") for d in ("none", "at4")
     )
     assert all(c["status"] == "ok" and 0 <= c["final_acc"] <= 1 for c in e2e["cells"])
+    assert e2e["compile"] == "eager" and "against_eager" not in e2e
+
+    if shutil.which("cc") or shutil.which("gcc"):  # inductor on the CPU compiles C++
+        assert gpu_check.main(["e2e", "--compiled", *common]) == 0
+        compiled = json.loads((out / "e2e_compiled.json").read_text())
+        assert compiled["compile"] == "compile" and "--compile compile" in compiled["command"]
+        assert "e2e-compiled-cache" in compiled["command"]  # its own noise: generated compiled, not read back
+        assert all(c["status"] == "ok" and c["compile"] == "compile" for c in compiled["cells"])
+        # every cell beside its eager twin; clean's noise is no surrogate's, so clean is the same number
+        pairs = {a["cell"]: a for a in compiled["against_eager"]}
+        assert set(pairs) == {c["cell"] for c in e2e["cells"]}
+        assert all(a["difference"] == 0 for name, a in pairs.items() if name.startswith("clean/"))
+        text = gpu_summary.e2e_section(compiled)
+        assert "compiled: `--compile compile`" in text and "Against the eager run" in text
 
     assert gpu_check.main(["paper-short", *common]) == 0
     paper = json.loads((out / "paper_short.json").read_text())

@@ -273,17 +273,71 @@ def _reference_sem_step(
 LAYOUT_AXIS = _axis("UEB_BENCH_LAYOUT", "default,channels_last", ("default", "channels_last", "compiled", "bf16"))
 
 
+def gemm_tflops(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
+    """The best TFLOP/s of an ``n x n`` matrix product in ``dtype`` on the device, at torch's thread count: a
+    measured ceiling for dense arithmetic on this machine (convolutions run at or below it), where no data sheet
+    gives a CPU's peak."""
+    g = torch.Generator(device=DEVICE).manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g, device=DEVICE).to(dtype) for _ in range(2))
+    torch.mm(a, b)  # warm-up: kernel choice, page faults
+    best = math.inf
+    for _ in range(reps):
+        _sync()
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e12
+
+
+class _Global:
+    """A module tracker that tracks nothing: every FLOP counts towards ``Global``."""
+
+    parents = ("Global",)
+
+    def __enter__(self) -> _Global:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _count(step: Any, model: torch.nn.Module) -> tuple[int, int]:
+    """FLOPs and images forwarded through ``model`` in one call of ``step`` (which is then one step further).
+
+    FlopCounterMode's per-module tracking hooks the backward of module inputs, which ``torch.autograd.grad`` with a
+    leaf input (the reference's PGD) refuses in torch 2.14; the total needs no tracking, so the tracker is a no-op.
+    """
+    meter = Meter()
+    flops = FlopCounterMode(display=False)
+    flops.mod_tracker = _Global()
+    with meter.watch(model), flops:
+        step()
+    return int(flops.get_total_flops()), meter.images_forwarded
+
+
 @pytest.mark.timeout(0)  # at ResNet-18 on a 2-core CPU one round of the three steps takes minutes
 def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) -> None:
     """Seconds per SEM generation step at the reference settings (K_u 10, J 5, PGD-10 adversarial training):
     the authors' way (:func:`_reference_sem_step`) against the suite's step with each layout of
-    ``UEB_BENCH_LAYOUT``, interleaved round by round in one process, so the ratio compares like with like."""
+    ``UEB_BENCH_LAYOUT``, interleaved round by round in one process, so the ratio compares like with like.
+
+    Each row also says what the step computes, counted over one untimed step before the timed rounds: the FLOPs
+    (:class:`FlopCounterMode`) and the images forwarded per image of the batch; and how fast: images of the batch
+    per second, achieved TFLOP/s, and its share of the measured matrix-product rate in the row's arithmetic
+    (:func:`gemm_tflops`). Where the reference-style step already runs near that rate, no layout of the same
+    arithmetic can be much faster: ``ceiling_speedup`` is the rate over the reference's achieved TFLOP/s. The
+    compiled layout's count is that of the eager steps (the same graph); the count's step is not counted inside
+    inductor's kernels."""
     sem = METHODS.get("sem")(surrogate=ARCH)
     contenders: dict[str, Any] = {}
+    models: dict[str, torch.nn.Module] = {}
+    arithmetic: dict[str, str] = {"reference_style": "fp32"}
     ref_ctx = _ctx("fp32")
     ref_model = ref_ctx.prepare(VICTIMS.get(ARCH)(10, 3))
     ref_opt = torch.optim.SGD(ref_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     contenders["reference_style"] = lambda: _reference_sem_step(ref_model, ref_opt, batch.x, batch.y, sem)
+    models["reference_style"] = ref_model
     for layout in LAYOUT_AXIS:
         ctx = Context(
             DEVICE,
@@ -296,6 +350,12 @@ def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) 
         ctx.set_numerics()
         run = start_alternation(batch, BUDGET, ctx, sem.config, sem.objective, "sem")
         contenders[f"ours_{layout}"] = lambda run=run: run.step(batch.x, batch.y, 1)
+        arithmetic[f"ours_{layout}"] = ctx.precision
+        if layout != "compiled":
+            models[f"ours_{layout}"] = run.model
+    counts = {name: _count(contenders[name], model) for name, model in models.items()}
+    eager = counts.get("ours_default", counts.get("ours_channels_last", counts["reference_style"]))
+    ceilings = {p: gemm_tflops(torch.bfloat16 if p == "bf16" else torch.float32) for p in set(arithmetic.values())}
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for round_ in range(WARMUP + ROUNDS):
         for name, step in contenders.items():
@@ -306,18 +366,34 @@ def test_sem_step_against_reference_style(speed_results: dict, batch: ImageSet) 
             if round_ >= WARMUP:
                 times[name].append(time.perf_counter() - start)
     ref = sum(times["reference_style"]) / ROUNDS
+    ref_tflops = counts["reference_style"][0] / ref / 1e12
     for name, seconds in times.items():
         mean = sum(seconds) / ROUNDS
+        step_flops, forwarded = counts.get(name, eager)
+        tflops = step_flops / mean / 1e12
+        ceiling = ceilings[arithmetic[name]]
         speed_results[f"sem_reference_settings/{name}"] = {
             "mean_s": mean,
             "min_s": min(seconds),
             "rounds": ROUNDS,
             "speedup_vs_reference_style": ref / mean,
-            "forward_images_per_image": 0,
-            "images_per_s": 0,
+            "arithmetic": arithmetic[name],
+            "step_flops": step_flops,
+            "flops_counted_on": name if name in counts else "ours (eager)",
+            "forward_images_per_image": forwarded / BATCH,
+            "images_per_s": forwarded / mean,
+            "achieved_tflops": tflops,
+            "gemm_tflops": ceiling,
+            "gemm_share": tflops / ceiling,
+            "ceiling_speedup_vs_reference_style": ceiling / ref_tflops,
             "device": device_name(DEVICE),
             "arch": ARCH,
             "batch": BATCH,
             "threads": torch.get_num_threads(),
         }
     assert all(len(v) == ROUNDS for v in times.values())
+    # the suite's step does the reference's arithmetic: the same passes per image, FLOPs within rounding
+    ours = counts.get("ours_default") or counts.get("ours_channels_last")
+    if ours is not None:
+        assert ours[1] == counts["reference_style"][1]
+        assert abs(ours[0] - counts["reference_style"][0]) <= 0.02 * counts["reference_style"][0]
