@@ -33,19 +33,12 @@ EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 #    kernels without vectorisation
 MACHINES=("one-thread|OMP_NUM_THREADS=1" "onednn-sse41-1t|ONEDNN_MAX_CPU_ISA=SSE41"
           "aten-default-1t|ATEN_CPU_CAPABILITY=default")
-emulate() {  # NAME SETTING
-  local dir=results/machines/$1
-  env OMP_NUM_THREADS=1 "$2" "$PY" -m benchmarks.run --preset smoke --methods "${METHODS[@]}" --defense none --seeds 0 \
-      --no-progress --results-dir "$dir" --cache-dir "$CACHE-$1"
-  env OMP_NUM_THREADS=1 "$2" "$PY" -m benchmarks.run --preset smoke --methods sem rem --defense at4 --seeds 0 \
-      --no-progress --results-dir "$dir" --cache-dir "$CACHE-$1"
-}
 machine_args=()
 pids=()
 for spec in "${MACHINES[@]}"; do
   IFS='|' read -r name setting <<<"$spec"
   if ((${#pids[@]} == 2)); then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
-  emulate "$name" "$setting" &
+  emulate smoke "$name" 1 OMP_NUM_THREADS=1 "$setting" &
   pids+=($!)
   machine_args+=(--machine "$name=results/machines/$name")
 done

@@ -40,18 +40,9 @@ done
 #    limited to SSE4.1 (one thread each, two processes side by side), and two threads (one process); the reference
 #    runs are the campaign's, one thread each
 METHODS=(em em-cw sc random tap sem rem asr hypo ntga ar ops cuda)
-emulate() {  # NAME WORKERS VARIABLE=VALUE...
-  local name=$1 workers=$2
-  shift 2
-  for part in "--methods ${METHODS[*]} --defense none" "--methods sem rem --defense at4"; do
-    # shellcheck disable=SC2086  # $part is a list of arguments
-    env "$@" "$PY" -m benchmarks.run --preset smoke-600 --seeds 0 --no-progress --workers "$workers" $part \
-        --results-dir "results/machines/$name" --cache-dir "$CACHE-$name"
-  done
-}
-emulate aten-default-1t 2 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
-emulate onednn-sse41-1t 2 OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=SSE41
-emulate two-threads 1 OMP_NUM_THREADS=2
+emulate smoke-600 aten-default-1t 2 OMP_NUM_THREADS=1 ATEN_CPU_CAPABILITY=default
+emulate smoke-600 onednn-sse41-1t 2 OMP_NUM_THREADS=1 ONEDNN_MAX_CPU_ISA=SSE41
+emulate smoke-600 two-threads 1 OMP_NUM_THREADS=2
 # 7. what is derived
 "$PY" -m benchmarks.expected --results-dir results/study/cells/fashion-mnist/smoke-600 --name smoke-600-fashion-mnist \
       --only '*/none' 'clean/at4' 'sem/at4' 'rem/at4' \
