@@ -10,7 +10,8 @@ source scripts/_results_env.sh campaign
 METHODS=(em em-cw sc random tap sem rem)      # the campaign and the regression suite
 NEW_METHODS=(asr hypo ntga ar ops cuda)       # the campaign (issue 12); not in the regression suite yet
 DEFENSES=(none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10)
-NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+crop-flip)  # issue 13
+# issue 13: low-pass filters, oproj, UEraser, the ISS grid (@iss) and compositions
+NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+crop-flip @iss jpeg10+at4 grayscale+cutout)
 PARTIAL_METHODS=(em sem rem ops)  # issue 13: partial protection
 EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 
@@ -20,7 +21,8 @@ EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
       --cache-dir "$CACHE"
 "$PY" -m benchmarks.run --preset smoke --methods "${NEW_METHODS[@]}" --defense "${DEFENSES[@]}" --seeds 0 1 2 --no-progress \
       --cache-dir "$CACHE"
-# the defenses of issue 13 (the committed cells ran as two one-thread processes side by side: OMP_NUM_THREADS=1),
+# the defenses of issue 13 (the committed cells ran as two one-thread processes side by side: OMP_NUM_THREADS=1, or
+# --workers 2 for the ISS grid and the two compositions after jpeg10+crop-flip),
 # and partial protection: 20 to 80 % of the training set protected, with the clean-rest controls
 "$PY" -m benchmarks.run --preset smoke --methods "${METHODS[@]}" "${NEW_METHODS[@]}" --defense "${NEW_DEFENSES[@]}" --seeds 0 1 2 \
       --no-progress --cache-dir "$CACHE"

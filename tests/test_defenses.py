@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -99,6 +101,23 @@ def test_fit_runs_with_every_defense(name: str, data: tuple[ImageSet, ImageSet])
     for acc in (result.final_acc, result.peak_acc, result.train_acc):
         assert 0.0 <= acc <= 1.0
     assert result.steps == 3 and result.curve and result.curve[-1] == (3, result.final_acc)
+
+
+def test_grayscale_says_it_is_the_identity_on_one_channel_data(caplog: pytest.LogCaptureFixture) -> None:
+    from victims.defenses.grayscale import warn_identity
+
+    gray = DEFENSES.get("grayscale")()
+    one, _ = make_synthetic(n_train=4, n_test=2, num_classes=2, shape=(1, 8, 8))
+    three, _ = make_synthetic(n_train=4, n_test=2, num_classes=2, shape=(3, 8, 8))
+    assert torch.equal(gray.preprocess_set(one.x, torch.device("cpu")), one.x)
+    assert not torch.equal(gray.preprocess_set(three.x, torch.device("cpu")), three.x)
+    warn_identity.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        gray.setup(three, Context(progress=False))
+        assert not caplog.records
+        gray.setup(one, Context(progress=False))
+        gray.setup(one, Context(progress=False))  # once per data set and process
+    assert len(caplog.records) == 1 and "one channel" in caplog.records[0].getMessage()
 
 
 def test_fit_on_one_channel_data_with_preprocessing_defenses() -> None:
