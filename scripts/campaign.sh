@@ -10,8 +10,8 @@ source scripts/_results_env.sh campaign
 METHODS=(em em-cw sc random tap sem rem)      # the campaign and the regression suite
 NEW_METHODS=(asr hypo ntga ar ops cuda)       # the campaign (issue 12); not in the regression suite yet
 DEFENSES=(none at1 at2 at4 crop-flip cutout mixup cutmix jpeg10)
-# issue 13: low-pass filters, oproj, UEraser, the ISS grid (@iss) and compositions
-NEW_DEFENSES=(gaussian3 median3 mean3 oproj ueraser-lite ueraser-max jpeg10+crop-flip @iss jpeg10+at4 grayscale+cutout)
+# issue 13: low-pass filters at 3 and 5 (@lowpass), oproj, UEraser, the ISS grid (@iss) and compositions
+NEW_DEFENSES=(@lowpass oproj ueraser-lite ueraser-max jpeg10+crop-flip @iss jpeg10+at4 grayscale+cutout)
 PARTIAL_METHODS=(em sem rem ops)  # issue 13: partial protection
 EXPECTED_ONLY=('*/none' 'clean/at4' 'sem/at4' 'rem/at4')
 
