@@ -343,12 +343,13 @@ def e2e(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes, compiled
     with each cell's accuracy next to the eager run's where ``e2e.json`` holds it (the same seed: the two differ
     by the compiled kernels' rounding only)."""
     mode = sizes.e2e_compile if compiled else "eager"
-    tag = "e2e" if mode == "eager" else "e2e-compiled"
+    tag = "e2e-compiled" if compiled else "e2e"
+    cells_dir = scratch / f"{tag}-cells"
     argv = [
         "--methods", *E2E_METHODS, "--defense", *E2E_DEFENSES, "--seeds", "0", "--preset", sizes.e2e_preset,
-        "--device", sizes.device, "--no-progress", "--results-dir", str(scratch / f"{tag}-cells"),
+        "--device", sizes.device, "--no-progress", "--results-dir", str(cells_dir),
         "--cache-dir", str(scratch / f"{tag}-cache"), *_data_args(data_root),
-        *(["--compile", mode] if mode != "eager" else []),
+        *(["--compile", mode] if compiled else []),
     ]  # fmt: skip
     device = torch.device(sizes.device)
     _reset_peak(device)
@@ -356,7 +357,7 @@ def e2e(out: Path, scratch: Path, data_root: Path | None, sizes: Sizes, compiled
     code = runner.main(argv)
     _sync(device)
     wall = time.perf_counter() - start
-    records = load_records(scratch / f"{tag}-cells") if (scratch / f"{tag}-cells").is_dir() else []
+    records = load_records(cells_dir) if cells_dir.is_dir() else []
     doc: dict[str, Any] = {
         "command": shlex.join(["python", "-m", "benchmarks.run", *argv]),
         "exit_code": code,
